@@ -1,1 +1,36 @@
+//! The shared mail store: one directory tree on a local disk or an NFS mount
+//! that every mail node uses at once.
+//!
+//! ```text
+//! <store>/FORMAT            format version; nothing runs on an unknown one
+//! <store>/cluster.toml      cluster-wide settings (domains, host name, ...)
+//! <store>/accounts          one account a line, argon2id PHC hash
+//! <store>/mail/<domain>/<local>/{tmp,new,cur}   Maildir
+//! <store>/queue/            outbound messages (.msg) and envelopes (.env)
+//! <store>/spool/<node>/     a node's messages being received
+//! <store>/cluster/nodes/    heartbeats
+//! <store>/cluster/locks/    POP3 maildrop locks and leases
+//! <store>/tls/              the cluster's certificate and key
+//! ```
+//!
+//! The rules that make several writers safe, also over NFS: a message is
+//! written once to a private spool file, fsynced, and only then linked into
+//! each recipient's `new/`; the directories are fsynced before the caller
+//! may say 250. Nothing rewrites a message in place. Times that several
+//! nodes must agree on come from the store's clock (file mtimes set by the
+//! storage host), not from the nodes' own clocks.
 
+pub mod accounts;
+pub mod address;
+pub mod fsutil;
+pub mod lock;
+pub mod maildir;
+pub mod queue;
+mod store;
+
+pub use accounts::{Accounts, AccountError};
+pub use address::{Address, AddressError};
+pub use lock::{MaildropLock, LockError};
+pub use maildir::{MessageEntry, Spool};
+pub use queue::{Envelope, QueueEntry};
+pub use store::{ClusterSettings, Store, StoreError, FORMAT_VERSION};

@@ -1,0 +1,116 @@
+//! Mail addresses as the store uses them: normalised, and safe to turn into
+//! directory names.
+
+use std::fmt;
+
+/// RFC 5321 4.5.3.1.1 local-part limit.
+pub const MAX_LOCAL: usize = 64;
+/// RFC 5321 4.5.3.1.2 domain limit.
+pub const MAX_DOMAIN: usize = 255;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    local: String,
+    domain: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddressError {
+    #[error("'{0}' is not an address of the form name@domain")]
+    Shape(String),
+    #[error("the name part of '{0}' is not allowed (letters, digits and . _ + - only; no leading or double dots)")]
+    Local(String),
+    #[error("the domain of '{0}' is not a valid domain name")]
+    Domain(String),
+    #[error("'{0}' is too long (RFC 5321 4.5.3.1: 64 octets for the name, 255 for the domain)")]
+    TooLong(String),
+}
+
+impl Address {
+    /// Parses and normalises `local@domain` for use as an account and a
+    /// mailbox directory. Domains are case-insensitive (RFC 5321 2.4); the
+    /// local part is folded to lower case too, as Postfix and Dovecot do for
+    /// lookups, so that `Alice@` and `alice@` are one mailbox. Names that
+    /// could escape the store or confuse a file system are refused.
+    pub fn parse(s: &str) -> Result<Address, AddressError> {
+        let (local, domain) = s.rsplit_once('@').ok_or_else(|| AddressError::Shape(s.to_string()))?;
+        if local.is_empty() || domain.is_empty() {
+            return Err(AddressError::Shape(s.to_string()));
+        }
+        if local.len() > MAX_LOCAL || domain.len() > MAX_DOMAIN {
+            return Err(AddressError::TooLong(s.to_string()));
+        }
+        let local = local.to_lowercase();
+        let domain = domain.to_lowercase();
+        let domain = domain.strip_suffix('.').unwrap_or(&domain).to_string();
+        if !valid_local(&local) {
+            return Err(AddressError::Local(s.to_string()));
+        }
+        if !valid_domain(&domain) {
+            return Err(AddressError::Domain(s.to_string()));
+        }
+        Ok(Address { local, domain })
+    }
+
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+}
+
+/// A domain name usable as a directory: LDH labels or U-labels.
+pub fn valid_domain(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= MAX_DOMAIN
+        && d.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || (!c.is_ascii() && c.is_alphanumeric()))
+        })
+}
+
+fn valid_local(l: &str) -> bool {
+    // No '/', NUL or control characters (they could escape the store or
+    // break a file name); no empty atoms, so no "." or ".." names.
+    l.split('.').all(|atom| {
+        !atom.is_empty() && atom.chars().all(|c| c.is_ascii_alphanumeric() || "_+-=".contains(c) || (!c.is_ascii() && c.is_alphanumeric()))
+    })
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+impl std::str::FromStr for Address {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Address::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises() {
+        let a = Address::parse("Alice@Example.TEST").unwrap();
+        assert_eq!(a.to_string(), "alice@example.test");
+        assert_eq!(Address::parse("a.b+c@example.test.").unwrap().domain(), "example.test");
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        for bad in ["../x@example.test", "a/b@example.test", "..@example.test", ".a@example.test", "a\0@example.test", "a\n@example.test", "a@../x", "a@ex/ample", "@example.test", "a@", "noat", "a..b@example.test", "\"a\"@example.test"] {
+            assert!(Address::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(Address::parse(&format!("{}@x.test", "a".repeat(65))), Err(AddressError::TooLong(_))));
+    }
+}
