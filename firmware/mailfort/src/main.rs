@@ -1,1 +1,310 @@
-fn main() {}
+//! `mailfort`: the one binary of the appliance. It parses arguments and
+//! calls the library crates; the work happens there.
+
+use std::io::{self, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use maild::NodeConfig;
+use store::{Address, Store};
+
+mod password;
+
+#[derive(Parser)]
+#[command(name = "mailfort", version, about = "A fault-tolerant mail appliance: identical SMTP/POP3 nodes on one shared store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create or inspect a store.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Manage accounts (the same on every node).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Run a mail node: SMTP, submission and POP3 on the store.
+    Serve(ServeArgs),
+    /// Look at the outbound queue.
+    #[command(subcommand)]
+    Queue(QueueCmd),
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Create a new store in DIR (new or empty) for a mail domain.
+    Init {
+        dir: PathBuf,
+        /// The mail domain, e.g. example.test.
+        #[arg(long)]
+        domain: String,
+        /// The name clients use for every node (default: mail.<domain>).
+        #[arg(long)]
+        hostname: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct StoreArg {
+    /// The store directory.
+    #[arg(long)]
+    store: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add an account.
+    Add {
+        #[command(flatten)]
+        store: StoreArg,
+        address: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an account's password.
+    Passwd {
+        #[command(flatten)]
+        store: StoreArg,
+        address: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account (its mailbox is kept).
+    Del {
+        #[command(flatten)]
+        store: StoreArg,
+        address: String,
+    },
+    /// List accounts.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCmd {
+    /// List the messages waiting for delivery to other domains.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// A TOML file with node settings; flags given here override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The store directory (local or an NFS mount).
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// This node's name (a-z, 0-9, '-'); default: the host name.
+    #[arg(long)]
+    node: Option<String>,
+    /// This node's rank, 1 = preferred.
+    #[arg(long)]
+    rank: Option<u32>,
+    /// SMTP listen address for mail from other servers (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    smtp: Vec<String>,
+    /// Submission (STARTTLS) listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    submission: Vec<String>,
+    /// Submission over implicit TLS listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    submissions: Vec<String>,
+    /// POP3 (STLS) listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    pop3: Vec<String>,
+    /// POP3 over implicit TLS listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    pop3s: Vec<String>,
+    /// PEM certificate chain (default: the cluster's self-signed one).
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Allow AUTH and USER/PASS without TLS (tests on loopback only).
+    #[arg(long)]
+    allow_plaintext_auth: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailfort: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Cmd::Store(StoreCmd::Init { dir, domain, hostname }) => {
+            let s = Store::init(&dir, &domain, hostname.as_deref())?;
+            println!("created store {} for {} (host name {}, store id {})", dir.display(), s.settings().domains.join(", "), s.settings().hostname, s.settings().store_id);
+            Ok(())
+        }
+        Cmd::User(cmd) => user(cmd),
+        Cmd::Queue(QueueCmd::List { store }) => {
+            let s = Store::open(&store.store)?;
+            let entries = s.queue_list()?;
+            if entries.is_empty() {
+                println!("the queue is empty");
+            }
+            for e in entries {
+                let from = if e.envelope.from.is_empty() { "<>".to_string() } else { e.envelope.from.clone() };
+                println!("{}  {} bytes  from {}  to {}  attempts {}{}", e.id, e.size, from, e.envelope.rcpts.join(", "), e.envelope.attempts, e.envelope.last_error.map(|x| format!("  last error: {x}")).unwrap_or_default());
+            }
+            Ok(())
+        }
+        Cmd::Serve(args) => serve(args),
+    }
+}
+
+fn open_store(p: &Path) -> anyhow::Result<Store> {
+    Ok(Store::open(p)?)
+}
+
+fn user(cmd: UserCmd) -> anyhow::Result<()> {
+    match cmd {
+        UserCmd::Add { store, address, password_stdin } => {
+            let s = open_store(&store.store)?;
+            let addr = Address::parse(&address)?;
+            let pw = password::obtain(password_stdin)?;
+            s.accounts().add(&addr, &pw, &s.settings().domains)?;
+            s.ensure_maildir(&addr)?;
+            println!("added {addr}");
+        }
+        UserCmd::Passwd { store, address, password_stdin } => {
+            let s = open_store(&store.store)?;
+            let addr = Address::parse(&address)?;
+            if !s.accounts().exists(&addr)? {
+                bail!("{addr} does not exist");
+            }
+            let pw = password::obtain(password_stdin)?;
+            s.accounts().set_password(&addr, &pw)?;
+            println!("password of {addr} changed");
+        }
+        UserCmd::Del { store, address } => {
+            let s = open_store(&store.store)?;
+            let addr = Address::parse(&address)?;
+            s.accounts().delete(&addr)?;
+            println!("deleted {addr} (its mailbox {} is kept)", s.maildir_path(&addr).display());
+        }
+        UserCmd::List { store } => {
+            let s = open_store(&store.store)?;
+            for a in s.accounts().list()? {
+                println!("{a}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a repeatable listen flag: addresses, or `off` for none.
+fn listen_flag(flag: &str, values: &[String]) -> anyhow::Result<Option<Vec<SocketAddr>>> {
+    if values.is_empty() {
+        return Ok(None);
+    }
+    if values.iter().any(|v| v == "off") {
+        if values.len() > 1 {
+            bail!("--{flag} off cannot be combined with addresses");
+        }
+        return Ok(Some(Vec::new()));
+    }
+    let addrs = values.iter().map(|v| v.parse::<SocketAddr>().with_context(|| format!("--{flag} {v}: expected IP:PORT (for example 127.0.0.1:2525) or off"))).collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(addrs))
+}
+
+fn default_node_name() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let n: String = h.trim().to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(maild::config::MAX_NODE_NAME).collect();
+    if n.is_empty() {
+        "node1".into()
+    } else {
+        n
+    }
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let mut cfg: NodeConfig = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("bad config file {}", p.display()))?
+        }
+        None => NodeConfig::default(),
+    };
+    if let Some(s) = a.store {
+        cfg.store = s;
+    }
+    if let Some(n) = a.node {
+        cfg.node = n;
+    }
+    if cfg.node.is_empty() {
+        cfg.node = default_node_name();
+    }
+    if let Some(r) = a.rank {
+        cfg.rank = r;
+    }
+    for (flag, values, target) in [
+        ("smtp", &a.smtp, &mut cfg.smtp),
+        ("submission", &a.submission, &mut cfg.submission),
+        ("submissions", &a.submissions, &mut cfg.submissions),
+        ("pop3", &a.pop3, &mut cfg.pop3),
+        ("pop3s", &a.pop3s, &mut cfg.pop3s),
+    ] {
+        if let Some(v) = listen_flag(flag, values)? {
+            *target = v;
+        }
+    }
+    if a.tls_cert.is_some() {
+        cfg.tls_cert = a.tls_cert;
+    }
+    if a.tls_key.is_some() {
+        cfg.tls_key = a.tls_key;
+    }
+    cfg.allow_plaintext_auth |= a.allow_plaintext_auth;
+    cfg.validate().map_err(anyhow::Error::msg)?;
+
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let node = maild::Node::bind(cfg.clone()).await?;
+        let addrs: Vec<String> = node.local_addrs().iter().map(|(s, a)| format!("{s}={a}")).collect();
+        tracing::info!(node = %cfg.node, "serving {}", addrs.join(" "));
+        // A machine-readable line for scripts and tests that start nodes on
+        // port 0.
+        println!("ready node={} {}", cfg.node, addrs.join(" "));
+        let _ = io::stdout().flush();
+        node.run(stop_signal()).await
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,175 @@
+//! Node settings: flags and the TOML file both fill this.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Development defaults, all on loopback (production boxes use the
+/// standard ports through their configuration).
+pub const DEV_SMTP: &str = "127.0.0.1:2525";
+pub const DEV_SUBMISSION: &str = "127.0.0.1:2587";
+pub const DEV_SUBMISSIONS: &str = "127.0.0.1:2465";
+pub const DEV_POP3: &str = "127.0.0.1:2110";
+pub const DEV_POP3S: &str = "127.0.0.1:2995";
+
+/// Limits on what one client can make the node do. Every one of them is a
+/// defence against a careless or hostile peer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Longest SMTP command line, CRLF included. RFC 5321 4.5.3.1.4 sets
+    /// 512 as the floor; SIZE, BODY, SMTPUTF8 and AUTH parameters make MAIL
+    /// lines longer, so we take more (but never an unbounded amount).
+    pub max_line: usize,
+    /// Largest message accepted, in bytes (advertised with SIZE, RFC 1870).
+    pub max_message_size: u64,
+    /// Recipients per message. RFC 5321 4.5.3.1.8 requires at least 100.
+    pub max_recipients: usize,
+    /// Connections at once, all services together.
+    pub max_connections: usize,
+    /// Connections at once from one client address, so that one host with
+    /// hundreds of idle or slow connections cannot lock everyone else out.
+    pub max_connections_per_ip: usize,
+    /// Seconds to wait for a command. RFC 5321 4.5.3.2.7 asks for at least
+    /// 5 minutes; RFC 1939 3 for at least 10 minutes in POP3.
+    pub smtp_idle_timeout_secs: u64,
+    pub pop3_idle_timeout_secs: u64,
+    /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5
+    /// suggests 3 minutes for the client side; the server waits as long).
+    pub data_timeout_secs: u64,
+    /// Delay after the first failed authentication; it doubles with each
+    /// further failure from the same address, up to `auth_fail_delay_max_ms`.
+    pub auth_fail_delay_ms: u64,
+    pub auth_fail_delay_max_ms: u64,
+    /// Failed authentications in one session before it is closed.
+    pub max_auth_failures: u32,
+    /// Password checks (argon2, ~19 MiB each) running at once.
+    pub max_concurrent_auth: usize,
+    /// Seconds a shutdown waits for transactions in progress.
+    pub shutdown_grace_secs: u64,
+    /// Seconds a POP3 maildrop lock stays valid without a refresh.
+    pub maildrop_lock_ttl_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 4096,
+            max_message_size: 32 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            smtp_idle_timeout_secs: 300,
+            pop3_idle_timeout_secs: 600,
+            data_timeout_secs: 180,
+            auth_fail_delay_ms: 1000,
+            auth_fail_delay_max_ms: 16_000,
+            max_auth_failures: 3,
+            max_concurrent_auth: 2,
+            shutdown_grace_secs: 30,
+            maildrop_lock_ttl_secs: 60,
+        }
+    }
+}
+
+impl Limits {
+    pub fn smtp_idle(&self) -> Duration {
+        Duration::from_secs(self.smtp_idle_timeout_secs)
+    }
+    pub fn pop3_idle(&self) -> Duration {
+        Duration::from_secs(self.pop3_idle_timeout_secs)
+    }
+    pub fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.data_timeout_secs)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_line < proto::smtp::MIN_COMMAND_LINE {
+            return Err(format!("max_line must be at least {} (RFC 5321 4.5.3.1.4)", proto::smtp::MIN_COMMAND_LINE));
+        }
+        if self.max_recipients < 1 {
+            return Err("max_recipients must be at least 1".into());
+        }
+        if self.max_connections < 1 || self.max_connections_per_ip < 1 {
+            return Err("connection limits must be at least 1".into());
+        }
+        if self.max_concurrent_auth < 1 {
+            return Err("max_concurrent_auth must be at least 1".into());
+        }
+        if self.max_message_size < 1024 {
+            return Err("max_message_size must be at least 1024 bytes".into());
+        }
+        Ok(())
+    }
+}
+
+/// Everything a node needs to serve.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub store: PathBuf,
+    pub node: String,
+    /// 1 = preferred.
+    pub rank: u32,
+    pub smtp: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
+    pub submissions: Vec<SocketAddr>,
+    pub pop3: Vec<SocketAddr>,
+    pub pop3s: Vec<SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// AUTH and USER/PASS without TLS: for tests on loopback only.
+    pub allow_plaintext_auth: bool,
+    pub limits: Limits,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        let a = |s: &str| vec![s.parse().expect("valid constant address")];
+        NodeConfig {
+            store: PathBuf::new(),
+            node: String::new(),
+            rank: 1,
+            smtp: a(DEV_SMTP),
+            submission: a(DEV_SUBMISSION),
+            submissions: a(DEV_SUBMISSIONS),
+            pop3: a(DEV_POP3),
+            pop3s: a(DEV_POP3S),
+            tls_cert: None,
+            tls_key: None,
+            allow_plaintext_auth: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// RFC 1123 host name label rules, and short enough to go into file names
+/// and POP3 UIDs (RFC 1939 7: a UID is at most 70 characters).
+pub const MAX_NODE_NAME: usize = 32;
+
+pub fn valid_node_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= MAX_NODE_NAME && !n.starts_with('-') && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl NodeConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.store.as_os_str().is_empty() {
+            return Err("no store given (--store DIR or `store = ...` in the config)".into());
+        }
+        if !valid_node_name(&self.node) {
+            return Err(format!("node name '{}' must be 1-{MAX_NODE_NAME} characters of a-z, 0-9 and '-'", self.node));
+        }
+        if self.rank == 0 {
+            return Err("rank must be 1 or more (1 = preferred)".into());
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("--tls-cert and --tls-key go together".into());
+        }
+        if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() {
+            return Err("every service is off; nothing to serve".into());
+        }
+        self.limits.validate()
+    }
+}

@@ -1,0 +1,497 @@
+//! A POP3 session (RFC 1939) with CAPA and response codes (RFC 2449), STLS
+//! (RFC 2595), SASL PLAIN (RFC 5034) and [SYS/...] codes (RFC 3206).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use proto::data::DotStuffer;
+use proto::pop3::{parse_command, Command, Error as ParseError, MAX_COMMAND_LINE};
+use store::{Address, LockError, MaildropLock, MessageEntry};
+use tokio::io::AsyncReadExt;
+
+use crate::conn::{Conn, ConnError};
+use crate::server::Shared;
+
+/// Bad commands tolerated before the session is closed.
+const MAX_BAD_COMMANDS: u32 = 20;
+/// RFC 5034 4: SASL responses may be long; bound them anyway.
+const MAX_AUTH_LINE: usize = 12288 + 2;
+/// Bytes read from a message file at once while sending it.
+const READ_CHUNK: usize = 64 * 1024;
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+struct Maildrop {
+    user: Address,
+    lock: Arc<MaildropLock>,
+    refresher: tokio::task::JoinHandle<()>,
+    messages: Vec<MessageEntry>,
+    deleted: Vec<bool>,
+}
+
+impl Drop for Maildrop {
+    fn drop(&mut self) {
+        self.refresher.abort();
+    }
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    conn: Option<Conn>,
+    peer: SocketAddr,
+    pending_user: Option<String>,
+    drop_: Option<Maildrop>,
+    auth_failures: u32,
+    bad_commands: u32,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr) -> Session {
+        Session { shared, conn: Some(conn), peer, pending_user: None, drop_: None, auth_failures: 0, bad_commands: 0 }
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a session always has its connection")
+    }
+
+    async fn ok(&mut self, text: &str) -> Result<(), ConnError> {
+        let s = if text.is_empty() { "+OK\r\n".to_string() } else { format!("+OK {text}\r\n") };
+        self.conn().send(s.as_bytes()).await
+    }
+
+    async fn err(&mut self, text: &str) -> Result<(), ConnError> {
+        self.conn().send(format!("-ERR {text}\r\n").as_bytes()).await
+    }
+
+    fn plaintext_ok(&self) -> bool {
+        self.conn.as_ref().map_or(false, |c| c.tls) || self.shared.config.allow_plaintext_auth
+    }
+
+    pub async fn run(mut self) {
+        // RFC 1939 4: the greeting; no APOP timestamp, APOP is not offered.
+        if self.ok("mailfort POP3 ready").await.is_err() {
+            return;
+        }
+        let idle = self.shared.config.limits.pop3_idle();
+        loop {
+            let line = match self.conn().read_line(MAX_COMMAND_LINE, idle).await {
+                Ok(l) => l,
+                Err(ConnError::LineTooLong(_)) => {
+                    let _ = self.err("line too long").await;
+                    break;
+                }
+                Err(ConnError::Shutdown) => {
+                    // Not the UPDATE state: nothing is deleted.
+                    let _ = self.err("[SYS/TEMP] server shutting down").await;
+                    break;
+                }
+                // RFC 1939 3: the autologout timer closes the session
+                // without entering the UPDATE state.
+                Err(_) => break,
+            };
+            match self.dispatch(&line).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break,
+                Err(_) => break,
+            }
+        }
+        // Dropping the maildrop releases the lock; deletions were applied
+        // only if QUIT reached the UPDATE state.
+        self.drop_ = None;
+        if let Some(c) = self.conn.take() {
+            c.close().await;
+        }
+    }
+
+    async fn dispatch(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
+        let cmd = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.bad_commands += 1;
+                match e {
+                    ParseError::Unknown => self.err("unknown command").await?,
+                    ParseError::BadBytes => self.err("invalid characters in command").await?,
+                    ParseError::Syntax(why) => self.err(why).await?,
+                }
+                if self.bad_commands >= MAX_BAD_COMMANDS {
+                    self.err("too many errors").await?;
+                    return Ok(Flow::Close);
+                }
+                return Ok(Flow::Continue);
+            }
+        };
+        if self.drop_.is_none() {
+            self.authorization(cmd).await
+        } else {
+            self.transaction(cmd).await
+        }
+    }
+
+    async fn capa(&mut self) -> Result<(), ConnError> {
+        // RFC 2449 5
+        let mut s = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
+        if self.drop_.is_none() {
+            if self.plaintext_ok() {
+                s.push_str("USER\r\nSASL PLAIN\r\n");
+            }
+            if !self.conn.as_ref().map_or(false, |c| c.tls) {
+                s.push_str("STLS\r\n");
+            }
+        }
+        s.push_str("IMPLEMENTATION mailfort\r\n.\r\n");
+        self.conn().send(s.as_bytes()).await
+    }
+
+    async fn authorization(&mut self, cmd: Command<'_>) -> Result<Flow, ConnError> {
+        match cmd {
+            Command::Capa => self.capa().await?,
+            Command::Quit => {
+                self.ok("bye").await?;
+                return Ok(Flow::Close);
+            }
+            Command::Stls => {
+                if self.conn.as_ref().map_or(false, |c| c.tls) {
+                    self.err("TLS already active").await?;
+                } else {
+                    // RFC 2595 4
+                    self.ok("begin TLS negotiation").await?;
+                    let conn = self.conn.take().expect("a session always has its connection");
+                    let acceptor = self.shared.tls.clone();
+                    match tokio::time::timeout(Duration::from_secs(30), conn.start_tls(&acceptor)).await {
+                        Ok(Ok(c)) => {
+                            self.conn = Some(c);
+                            self.pending_user = None;
+                        }
+                        _ => return Ok(Flow::Close),
+                    }
+                }
+            }
+            Command::User(name) => {
+                if !self.plaintext_ok() {
+                    // RFC 2595 2: plaintext logins only under TLS.
+                    self.err("[AUTH] plaintext authentication needs TLS; use STLS").await?;
+                } else {
+                    self.pending_user = Some(name.to_string());
+                    self.ok("send PASS").await?;
+                }
+            }
+            Command::Pass(pw) => {
+                let Some(user) = self.pending_user.take() else {
+                    self.err("USER first").await?;
+                    return Ok(Flow::Continue);
+                };
+                return self.login(&user, pw).await;
+            }
+            Command::Auth { mechanism: None, .. } => {
+                // The list of mechanisms, as many clients probe with it.
+                let s = if self.plaintext_ok() { "+OK\r\nPLAIN\r\n.\r\n" } else { "+OK\r\n.\r\n" };
+                self.conn().send(s.as_bytes()).await?;
+            }
+            Command::Auth { mechanism: Some(m), initial } => {
+                if !m.eq_ignore_ascii_case("PLAIN") {
+                    self.err("unsupported authentication mechanism").await?;
+                    return Ok(Flow::Continue);
+                }
+                if !self.plaintext_ok() {
+                    self.err("[AUTH] plaintext authentication needs TLS; use STLS").await?;
+                    return Ok(Flow::Continue);
+                }
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let response = match initial {
+                    // RFC 5034 4: "=" is an empty initial response.
+                    Some("=") => Vec::new(),
+                    Some(i) => b64.decode(i).unwrap_or_default(),
+                    None => {
+                        self.conn().send(b"+ \r\n").await?;
+                        let idle = self.shared.config.limits.pop3_idle();
+                        let line = self.conn().read_line(MAX_AUTH_LINE, idle).await?;
+                        if line == b"*" {
+                            self.err("authentication canceled").await?;
+                            return Ok(Flow::Continue);
+                        }
+                        b64.decode(&line).unwrap_or_default()
+                    }
+                };
+                let (user, pw) = match proto::sasl::parse_plain(&response) {
+                    Some(p) if p.authzid.is_empty() || p.authzid == p.authcid => (p.authcid.to_string(), p.password.to_string()),
+                    _ => (String::new(), String::new()),
+                };
+                return self.login(&user, &pw).await;
+            }
+            _ => self.err("not allowed before login").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn login(&mut self, login: &str, password: &str) -> Result<Flow, ConnError> {
+        let Some(user) = self.shared.auth.check(login, password, self.peer.ip()).await else {
+            self.auth_failures += 1;
+            // RFC 3206 3: [AUTH] for a credentials problem.
+            self.err("[AUTH] authentication failed").await?;
+            if self.auth_failures >= self.shared.config.limits.max_auth_failures {
+                return Ok(Flow::Close);
+            }
+            return Ok(Flow::Continue);
+        };
+        let store = self.shared.store.clone();
+        let node = self.shared.config.node.clone();
+        let ttl = Duration::from_secs(self.shared.config.limits.maildrop_lock_ttl_secs);
+        let u = user.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let lock = store.lock_maildrop(&u, &node, ttl, &|_| false)?;
+            let messages = store.list_messages(&u)?;
+            Ok::<_, LockError>((lock, messages))
+        })
+        .await;
+        let (lock, messages) = match r {
+            Ok(Ok(v)) => v,
+            Ok(Err(LockError::InUse { holder })) => {
+                tracing::info!(user = %user, %holder, "maildrop in use");
+                // RFC 2449 8.1.1
+                self.err("[IN-USE] maildrop is in use by another session").await?;
+                return Ok(Flow::Continue);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(user = %user, error = %e, "cannot open maildrop");
+                self.err("[SYS/TEMP] cannot open maildrop, try again later").await?;
+                return Ok(Flow::Continue);
+            }
+            Err(_) => {
+                self.err("[SYS/TEMP] cannot open maildrop, try again later").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let lock = Arc::new(lock);
+        let refresher = {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    let l = lock.clone();
+                    match tokio::task::spawn_blocking(move || l.refresh()).await {
+                        Ok(Ok(())) => {}
+                        _ => {
+                            tracing::warn!("maildrop lock lost; deletions will not be applied");
+                            return;
+                        }
+                    }
+                }
+            })
+        };
+        let total: u64 = messages.iter().map(|m| m.size).sum();
+        let n = messages.len();
+        tracing::info!(peer = %self.peer, user = %user, messages = n, "POP3 login");
+        self.drop_ = Some(Maildrop { user, lock, refresher, deleted: vec![false; n], messages });
+        // RFC 1939 7 (PASS)
+        self.ok(&format!("maildrop has {n} messages ({total} octets)")).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// The message numbered `n` (1-based) if it exists and is not deleted.
+    fn message(&self, n: u32) -> Result<&MessageEntry, String> {
+        let md = self.drop_.as_ref().expect("transaction state");
+        let i = (n as usize).checked_sub(1).filter(|&i| i < md.messages.len()).ok_or_else(|| "no such message".to_string())?;
+        if md.deleted[i] {
+            return Err(format!("message {n} already deleted"));
+        }
+        Ok(&md.messages[i])
+    }
+
+    async fn transaction(&mut self, cmd: Command<'_>) -> Result<Flow, ConnError> {
+        match cmd {
+            Command::Capa => self.capa().await?,
+            Command::Noop => self.ok("").await?,
+            Command::Stat => {
+                let md = self.drop_.as_ref().expect("transaction state");
+                let (n, size) = md.messages.iter().zip(&md.deleted).filter(|(_, d)| !**d).fold((0, 0u64), |(n, s), (m, _)| (n + 1, s + m.size));
+                self.ok(&format!("{n} {size}")).await?;
+            }
+            Command::List(Some(n)) | Command::Uidl(Some(n)) => {
+                let uidl = matches!(cmd, Command::Uidl(_));
+                match self.message(n).map(|m| if uidl { m.uid.clone() } else { m.size.to_string() }) {
+                    Ok(v) => self.ok(&format!("{n} {v}")).await?,
+                    Err(e) => self.err(&e).await?,
+                }
+            }
+            Command::List(None) | Command::Uidl(None) => {
+                let uidl = matches!(cmd, Command::Uidl(_));
+                let md = self.drop_.as_ref().expect("transaction state");
+                let mut s = String::from("+OK\r\n");
+                for (i, (m, d)) in md.messages.iter().zip(&md.deleted).enumerate() {
+                    if !*d {
+                        if uidl {
+                            s.push_str(&format!("{} {}\r\n", i + 1, m.uid));
+                        } else {
+                            s.push_str(&format!("{} {}\r\n", i + 1, m.size));
+                        }
+                    }
+                }
+                s.push_str(".\r\n");
+                self.conn().send(s.as_bytes()).await?;
+            }
+            Command::Retr(n) => match self.message(n).cloned() {
+                Ok(m) => self.send_message(&m, None).await?,
+                Err(e) => self.err(&e).await?,
+            },
+            Command::Top { msg, lines } => match self.message(msg).cloned() {
+                Ok(m) => self.send_message(&m, Some(lines)).await?,
+                Err(e) => self.err(&e).await?,
+            },
+            Command::Dele(n) => match self.message(n) {
+                Ok(_) => {
+                    self.drop_.as_mut().expect("transaction state").deleted[n as usize - 1] = true;
+                    self.ok(&format!("message {n} deleted")).await?;
+                }
+                Err(e) => self.err(&e).await?,
+            },
+            Command::Rset => {
+                let md = self.drop_.as_mut().expect("transaction state");
+                md.deleted.iter_mut().for_each(|d| *d = false);
+                let n = md.messages.len();
+                self.ok(&format!("maildrop has {n} messages")).await?;
+            }
+            Command::Quit => {
+                self.update().await?;
+                return Ok(Flow::Close);
+            }
+            _ => self.err("not allowed in the TRANSACTION state").await?,
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// RFC 1939 6: the UPDATE state, entered only by QUIT.
+    async fn update(&mut self) -> Result<(), ConnError> {
+        let md = self.drop_.take().expect("transaction state");
+        let doomed: Vec<_> = md.messages.iter().zip(&md.deleted).filter(|(_, d)| **d).map(|(m, _)| m.path.clone()).collect();
+        let left = md.messages.len() - doomed.len();
+        if doomed.is_empty() {
+            return self.ok(&format!("bye ({left} messages left)")).await;
+        }
+        let store = self.shared.store.clone();
+        let lock = md.lock.clone();
+        let user = md.user.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            // A holder whose lock was broken must not delete anything.
+            if !lock.still_held() {
+                return Err("maildrop lock lost".to_string());
+            }
+            let paths: Vec<&std::path::Path> = doomed.iter().map(|p| p.as_path()).collect();
+            store.delete_messages(&paths).map_err(|e| e.to_string())
+        })
+        .await;
+        drop(md);
+        match r {
+            Ok(Ok(())) => self.ok(&format!("bye ({left} messages left)")).await,
+            Ok(Err(e)) => {
+                tracing::error!(%user, error = %e, "deletions not applied");
+                // RFC 1939 6: -ERR when some deleted messages were not removed.
+                self.err("[SYS/TEMP] some deleted messages not removed").await
+            }
+            Err(_) => self.err("[SYS/TEMP] some deleted messages not removed").await,
+        }
+    }
+
+    /// RETR (whole message) or TOP (headers and `lines` body lines), dot-
+    /// stuffed (RFC 1939 3) and streamed from the file.
+    async fn send_message(&mut self, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
+        let mut file = match tokio::fs::File::open(&m.path).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(path = %m.path.display(), error = %e, "cannot open message");
+                return self.err("[SYS/TEMP] message cannot be read now").await;
+            }
+        };
+        let head = match lines {
+            None => format!("+OK {} octets\r\n", m.size),
+            Some(_) => "+OK\r\n".to_string(),
+        };
+        self.conn().send(head.as_bytes()).await?;
+        let mut stuffer = DotStuffer::new();
+        let mut top = lines.map(TopCut::new);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut out = vec![0u8; READ_CHUNK * 2 + 2];
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let (take, finished) = match top.as_mut() {
+                Some(t) => t.feed(&buf[..n]),
+                None => (n, false),
+            };
+            let mut pos = 0;
+            while pos < take {
+                let (c, w) = stuffer.stuff(&buf[pos..take], &mut out);
+                pos += c;
+                self.conn().send(&out[..w]).await?;
+            }
+            if finished {
+                break;
+            }
+        }
+        self.conn().send(stuffer.finish()).await
+    }
+}
+
+/// Where TOP stops: after the header, the blank line, and `lines` lines of
+/// the body (RFC 1939 7, TOP).
+struct TopCut {
+    in_header: bool,
+    last: [u8; 3],
+    lines_left: u32,
+}
+
+impl TopCut {
+    fn new(lines: u32) -> TopCut {
+        // A message that starts with an empty line has an empty header.
+        TopCut { in_header: true, last: [0, 0, b'\n'], lines_left: lines }
+    }
+
+    /// How many bytes of `chunk` to send, and whether that is the end.
+    fn feed(&mut self, chunk: &[u8]) -> (usize, bool) {
+        for (i, &b) in chunk.iter().enumerate() {
+            if self.in_header {
+                // The header ends at an empty line: "\n\r\n" (or "\n\n").
+                let end = b == b'\n' && (self.last[2] == b'\n' || (self.last[2] == b'\r' && self.last[1] == b'\n'));
+                self.last = [self.last[1], self.last[2], b];
+                if end {
+                    self.in_header = false;
+                    if self.lines_left == 0 {
+                        return (i + 1, true);
+                    }
+                }
+            } else if b == b'\n' {
+                self.lines_left -= 1;
+                if self.lines_left == 0 {
+                    return (i + 1, true);
+                }
+            }
+        }
+        (chunk.len(), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TopCut;
+
+    fn cut(msg: &[u8], n: u32) -> &[u8] {
+        let mut t = TopCut::new(n);
+        let (k, _) = t.feed(msg);
+        &msg[..k]
+    }
+
+    #[test]
+    fn top_cuts() {
+        let m = b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\nl3\r\n";
+        assert_eq!(cut(m, 0), b"A: 1\r\nB: 2\r\n\r\n");
+        assert_eq!(cut(m, 2), b"A: 1\r\nB: 2\r\n\r\nl1\r\nl2\r\n");
+        assert_eq!(cut(m, 10), m);
+        assert_eq!(cut(b"\r\nbody\r\n", 0), b"\r\n");
+    }
+}

@@ -1,0 +1,264 @@
+//! The node: listeners, connection limits, sessions, graceful shutdown.
+//!
+//! One accept loop per listening address (mini-redis' `Listener`), each
+//! connection its own task. Connections are limited in total and per client
+//! address; a connection over a limit is told so (421 / -ERR) and closed at
+//! once, without waiting, so a flood of idle connections never stops the
+//! accept loop or a new client elsewhere.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use store::Store;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use crate::auth::Authenticator;
+use crate::config::NodeConfig;
+use crate::conn::Conn;
+use crate::{pop3, smtp, tls};
+
+/// How long a TLS handshake may take before the connection is dropped.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Back-off after a failed accept (out of file descriptors, say): the first
+/// wait, doubled up to the maximum.
+const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long the refusal of an over-limit connection may take to send.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Port 25: mail from other servers (RFC 5321).
+    Smtp,
+    /// Port 587: message submission with STARTTLS (RFC 6409).
+    Submission,
+    /// Port 465: submission over implicit TLS (RFC 8314 3.3).
+    Submissions,
+    /// Port 110 (RFC 1939) with STLS (RFC 2595).
+    Pop3,
+    /// Port 995: POP3 over implicit TLS (RFC 8314 3.3).
+    Pop3s,
+}
+
+impl Service {
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Smtp => "smtp",
+            Service::Submission => "submission",
+            Service::Submissions => "submissions",
+            Service::Pop3 => "pop3",
+            Service::Pop3s => "pop3s",
+        }
+    }
+
+    fn implicit_tls(self) -> bool {
+        matches!(self, Service::Submissions | Service::Pop3s)
+    }
+
+    fn is_pop3(self) -> bool {
+        matches!(self, Service::Pop3 | Service::Pop3s)
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What every session of a node shares.
+pub struct Shared {
+    pub config: NodeConfig,
+    pub store: Arc<Store>,
+    pub auth: Authenticator,
+    pub tls: tokio_rustls::TlsAcceptor,
+    /// The name the node announces (the cluster's host name).
+    pub hostname: String,
+    counts: Mutex<ConnCounts>,
+}
+
+#[derive(Default)]
+struct ConnCounts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// Holds a connection's place in the counts; gives it back on drop.
+struct ConnSlot {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.shared.counts.lock() {
+            c.total -= 1;
+            if let Some(n) = c.per_ip.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    c.per_ip.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let mut c = self.counts.lock().ok()?;
+        let limits = &self.config.limits;
+        if c.total >= limits.max_connections || c.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
+            return None;
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        Some(ConnSlot { shared: self.clone(), ip })
+    }
+}
+
+pub struct Node {
+    shared: Arc<Shared>,
+    listeners: Vec<(Service, TcpListener)>,
+}
+
+impl Node {
+    /// Opens the store, prepares TLS and binds every listener, so that a
+    /// configuration error is reported before anything is served.
+    pub async fn bind(config: NodeConfig) -> anyhow::Result<Node> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let store = Arc::new(Store::open(&config.store)?);
+        let cleaned = store.clean_spool(&config.node)?;
+        if cleaned > 0 {
+            tracing::info!(cleaned, "removed unacknowledged messages left in this node's spool");
+        }
+        let (certs, key) = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => tls::load_files(c, k)?,
+            _ => {
+                let (c, k, path) = tls::self_signed(&store)?;
+                tracing::info!(certificate = %path, "using the cluster's self-signed certificate");
+                (c, k)
+            }
+        };
+        let tls = tls::acceptor(certs, key)?;
+        let mut listeners = Vec::new();
+        for (service, addrs) in [
+            (Service::Smtp, &config.smtp),
+            (Service::Submission, &config.submission),
+            (Service::Submissions, &config.submissions),
+            (Service::Pop3, &config.pop3),
+            (Service::Pop3s, &config.pop3s),
+        ] {
+            for addr in addrs {
+                let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {service} on {addr}"))?;
+                listeners.push((service, l));
+            }
+        }
+        let hostname = store.settings().hostname.clone();
+        let auth = Authenticator::new(store.clone(), &config.limits);
+        let shared = Arc::new(Shared { config, store, auth, tls, hostname, counts: Mutex::new(ConnCounts::default()) });
+        Ok(Node { shared, listeners })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<(Service, SocketAddr)> {
+        self.listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| (*s, a))).collect()
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serves until `stop` resolves, then stops accepting, lets sessions
+    /// finish their transactions (up to the grace period) and returns.
+    pub async fn run(self, stop: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Every session holds a clone of `done_tx`; when all are dropped,
+        // `done_rx` yields None and the node may exit (mini-redis' pattern).
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let mut accept_tasks = Vec::new();
+        for (service, listener) in self.listeners {
+            let shared = self.shared.clone();
+            let mut stop_rx = shutdown_rx.clone();
+            let done = done_tx.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                let mut backoff = ACCEPT_BACKOFF_START;
+                loop {
+                    tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok((sock, peer)) => {
+                                backoff = ACCEPT_BACKOFF_START;
+                                spawn_session(&shared, service, sock, peer, stop_rx.clone(), done.clone());
+                            }
+                            Err(e) => {
+                                tracing::warn!(%service, error = %e, "accept failed; backing off");
+                                tokio::time::sleep(backoff).await;
+                                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            }
+                        },
+                        _ = stop_rx.changed() => break,
+                    }
+                }
+            }));
+        }
+        drop(done_tx);
+        stop.await;
+        tracing::info!("shutting down: no new connections; finishing transactions in progress");
+        let _ = shutdown_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
+        if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+            tracing::warn!("sessions still open after the grace period; closing them");
+        }
+        Ok(())
+    }
+}
+
+fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, done: mpsc::Sender<()>) {
+    let _ = sock.set_nodelay(true);
+    let Some(slot) = shared.take_slot(peer.ip()) else {
+        tracing::warn!(%peer, %service, "connection limit reached; refusing");
+        let refusal: &'static [u8] = if service.is_pop3() {
+            // RFC 3206 4: a temporary condition of the server.
+            b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+        } else {
+            // RFC 5321 3.8, 4.2.3: 421 closes the transmission channel.
+            b"421 4.7.0 Too many connections, try again later\r\n"
+        };
+        tokio::spawn(async move {
+            if !service.implicit_tls() {
+                let _ = tokio::time::timeout(REFUSAL_TIMEOUT, sock.write_all(refusal)).await;
+            }
+        });
+        return;
+    };
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let _done = done;
+        let conn = if service.implicit_tls() {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, shared.tls.accept(sock)).await {
+                Ok(Ok(s)) => Conn::new(Box::new(s), true, shutdown),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            }
+        } else {
+            Conn::new(Box::new(sock), false, shutdown)
+        };
+        if service.is_pop3() {
+            pop3::Session::new(shared, conn, peer).run().await;
+        } else {
+            smtp::Session::new(shared, conn, peer, service).run().await;
+        }
+    });
+}

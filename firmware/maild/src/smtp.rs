@@ -1,0 +1,637 @@
+//! An SMTP session (RFC 5321) for mail from other servers (port 25) and for
+//! the organisation's own users (submission, RFC 6409 / RFC 8314).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use proto::data::DataDecoder;
+use proto::smtp::{parse_command, Command, Error as ParseError, ForwardPath, Mailbox, Params};
+use store::{Address, Envelope, Spool, Store};
+
+use crate::conn::{Conn, ConnError};
+use crate::server::{Service, Shared};
+
+/// Bad commands tolerated in one session before it is closed (Postfix's
+/// smtpd_hard_error_limit has the same purpose): a peer sending binary
+/// garbage is cut off rather than answered forever.
+const MAX_BAD_COMMANDS: u32 = 20;
+/// RFC 4954 4: a server must accept SASL responses of at least 12288 octets.
+const MAX_AUTH_LINE: usize = 12288 + 2;
+/// Message data is kept in memory up to this size and written to the spool
+/// file in pieces of this size after that.
+const SPILL_SIZE: usize = 256 * 1024;
+/// Output buffer of the DATA decoder.
+const DECODE_CHUNK: usize = 64 * 1024;
+
+struct Transaction {
+    /// The reverse-path as given (empty for `<>`).
+    from: String,
+    local: Vec<Address>,
+    remote: Vec<String>,
+    smtputf8: bool,
+}
+
+pub struct Session {
+    shared: Arc<Shared>,
+    conn: Option<Conn>,
+    peer: SocketAddr,
+    service: Service,
+    helo: Option<String>,
+    esmtp: bool,
+    user: Option<Address>,
+    auth_failures: u32,
+    bad_commands: u32,
+    tx: Option<Transaction>,
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr, service: Service) -> Session {
+        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, tx: None }
+    }
+
+    fn conn(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("a session always has its connection")
+    }
+
+    async fn reply(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), ConnError> {
+        let mut s = String::with_capacity(text.len() + 16);
+        let e = if enhanced.is_empty() { None } else { Some(enhanced) };
+        let _ = proto::reply::smtp(&mut s, code, e, &[text]);
+        self.conn().send(s.as_bytes()).await
+    }
+
+    pub async fn run(mut self) {
+        let greeting = format!("{} ESMTP mailfort", self.shared.hostname);
+        // RFC 5321 4.3.1: the greeting is 220 (no enhanced code, RFC 2034 3).
+        if self.reply(220, "", &greeting).await.is_err() {
+            return;
+        }
+        let max_line = self.shared.config.limits.max_line;
+        let idle = self.shared.config.limits.smtp_idle();
+        loop {
+            let line = match self.conn().read_line(max_line, idle).await {
+                Ok(l) => l,
+                Err(ConnError::LineTooLong(_)) => {
+                    // RFC 5321 4.5.3.1.10 "500 Line too long"; the rest of
+                    // the line cannot be trusted to be a command, so close.
+                    let _ = self.reply(500, "5.5.2", "Line too long").await;
+                    break;
+                }
+                Err(ConnError::Timeout) => {
+                    // RFC 5321 4.5.3.2.7; 421 closes the channel (3.8).
+                    let _ = self.reply(421, "4.4.2", "Idle timeout, closing connection").await;
+                    break;
+                }
+                Err(ConnError::Shutdown) => {
+                    let _ = self.reply(421, "4.3.2", "Service shutting down, try again later").await;
+                    break;
+                }
+                Err(_) => return,
+            };
+            match self.dispatch(&line).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Close) => break,
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "session ended");
+                    return;
+                }
+            }
+        }
+        if let Some(c) = self.conn.take() {
+            c.close().await;
+        }
+    }
+
+    async fn dispatch(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
+        let cmd = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.bad_commands += 1;
+                match e {
+                    // RFC 5321 4.2.4: 500 for an unrecognised command.
+                    ParseError::Unknown => self.reply(500, "5.5.2", "Command not recognized").await?,
+                    ParseError::BadBytes => self.reply(500, "5.5.2", "Invalid characters in command").await?,
+                    // RFC 5321 4.2.4: 501 for bad arguments.
+                    ParseError::Syntax(why) => self.reply(501, "5.5.4", &format!("Syntax error: {why}")).await?,
+                    // RFC 5321 4.5.3.1.10: "501 Path too long" / "553".
+                    ParseError::TooLong(what) => self.reply(501, "5.1.3", &format!("The {what} is too long")).await?,
+                    // RFC 5321 4.1.1.11: 555 for unrecognised parameters.
+                    ParseError::BadParam => self.reply(555, "5.5.4", "Malformed parameter").await?,
+                }
+                if self.bad_commands >= MAX_BAD_COMMANDS {
+                    self.reply(421, "4.7.0", "Too many errors, closing connection").await?;
+                    return Ok(Flow::Close);
+                }
+                return Ok(Flow::Continue);
+            }
+        };
+        match cmd {
+            Command::Ehlo(domain) => self.ehlo(domain, true).await?,
+            Command::Helo(domain) => self.ehlo(domain, false).await?,
+            Command::Mail { from, params } => self.mail(from, params).await?,
+            Command::Rcpt { to, params } => self.rcpt(to, params).await?,
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                // RFC 5321 4.1.1.5
+                self.tx = None;
+                self.reply(250, "2.0.0", "OK").await?;
+            }
+            Command::Noop => self.reply(250, "2.0.0", "OK").await?,
+            Command::Quit => {
+                // RFC 5321 4.1.1.10
+                self.reply(221, "2.0.0", "Bye").await?;
+                return Ok(Flow::Close);
+            }
+            // RFC 5321 3.5.3: 252 when the server will not verify but will
+            // accept mail for the address; confirming would help harvesters.
+            Command::Vrfy(_) => self.reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery").await?,
+            // RFC 5321 3.5.2 allows EXPN to be disabled.
+            Command::Expn(_) => self.reply(502, "5.5.1", "EXPN not available").await?,
+            Command::Help => {
+                // RFC 5321 4.1.1.8
+                self.reply(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP STARTTLS AUTH; see RFC 5321").await?
+            }
+            Command::StartTls => return self.starttls().await,
+            Command::Auth { mechanism, initial } => return self.auth(mechanism, initial).await,
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn offers_auth(&self) -> bool {
+        // AUTH is for submission only; on port 25 mail is accepted for local
+        // users without it, and never relayed.
+        matches!(self.service, Service::Submission | Service::Submissions) && (self.conn.as_ref().map_or(false, |c| c.tls) || self.shared.config.allow_plaintext_auth)
+    }
+
+    async fn ehlo(&mut self, domain: &str, esmtp: bool) -> Result<(), ConnError> {
+        // RFC 5321 4.1.4: EHLO/HELO resets the transaction.
+        self.tx = None;
+        self.helo = Some(domain.to_string());
+        self.esmtp = esmtp;
+        let first = format!("{} greets {}", self.shared.hostname, domain);
+        if !esmtp {
+            return self.reply(250, "", &first).await;
+        }
+        let size = format!("SIZE {}", self.shared.config.limits.max_message_size);
+        let mut lines: Vec<&str> = vec![&first, "PIPELINING", &size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"];
+        // RFC 3207 4.2: STARTTLS is not offered once TLS is in use.
+        let tls = self.conn.as_ref().map_or(false, |c| c.tls);
+        if !tls {
+            lines.push("STARTTLS");
+        }
+        if self.offers_auth() && self.user.is_none() {
+            lines.push("AUTH PLAIN LOGIN");
+        }
+        let mut s = String::new();
+        let _ = proto::reply::smtp(&mut s, 250, None, &lines);
+        self.conn().send(s.as_bytes()).await
+    }
+
+    async fn mail(&mut self, from: Option<Mailbox<'_>>, params: Params<'_>) -> Result<(), ConnError> {
+        if self.helo.is_none() {
+            return self.reply(503, "5.5.1", "Send EHLO or HELO first").await;
+        }
+        if self.tx.is_some() {
+            // RFC 5321 4.1.4: MAIL inside a transaction is a bad sequence.
+            return self.reply(503, "5.5.1", "Nested MAIL command").await;
+        }
+        if self.service != Service::Smtp && self.user.is_none() {
+            // RFC 4954 6: 530 when authentication is required.
+            return self.reply(530, "5.7.0", "Authentication required").await;
+        }
+        if !self.esmtp && !params.is_empty() {
+            return self.reply(555, "5.5.4", "Parameters need EHLO").await;
+        }
+        let mut smtputf8 = false;
+        for (key, value) in params.iter() {
+            if key.eq_ignore_ascii_case("SIZE") {
+                // RFC 1870 6: a declared size over our limit is refused now.
+                match value.and_then(|v| v.parse::<u64>().ok()) {
+                    Some(n) if n > self.shared.config.limits.max_message_size => {
+                        return self.reply(552, "5.3.4", "Message size exceeds fixed maximum message size").await;
+                    }
+                    Some(_) => {}
+                    None => return self.reply(501, "5.5.4", "Bad SIZE value").await,
+                }
+            } else if key.eq_ignore_ascii_case("BODY") {
+                // RFC 6152 3: BODY=7BIT or BODY=8BITMIME.
+                match value {
+                    Some(v) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                    _ => return self.reply(501, "5.5.4", "BODY must be 7BIT or 8BITMIME").await,
+                }
+            } else if key.eq_ignore_ascii_case("SMTPUTF8") && value.is_none() {
+                // RFC 6531 3.4
+                smtputf8 = true;
+            } else if key.eq_ignore_ascii_case("AUTH") {
+                // RFC 4954 5: AUTH=<mailbox> is accepted and, from an
+                // untrusted client, ignored.
+            } else {
+                return self.reply(555, "5.5.4", &format!("Unsupported parameter {key}")).await;
+            }
+        }
+        let from_str = match from {
+            Some(m) => format!("{}@{}", m.local, m.domain),
+            None => String::new(),
+        };
+        if !smtputf8 && !from_str.is_ascii() {
+            // RFC 6531 3.7.4.1: non-ASCII addresses need SMTPUTF8.
+            return self.reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8").await;
+        }
+        if let Some(user) = &self.user {
+            // Submission: a user sends as themselves only.
+            let own = Address::parse(&from_str).map_or(false, |a| &a == user);
+            if !own {
+                return self.reply(553, "5.7.1", &format!("Sender address not owned by {user}")).await;
+            }
+        }
+        self.tx = Some(Transaction { from: from_str, local: Vec::new(), remote: Vec::new(), smtputf8 });
+        self.reply(250, "2.1.0", "OK").await
+    }
+
+    async fn rcpt(&mut self, to: ForwardPath<'_>, params: Params<'_>) -> Result<(), ConnError> {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.reply(503, "5.5.1", "Need MAIL before RCPT").await;
+        };
+        if let Some((k, _)) = params.iter().next() {
+            return self.reply(555, "5.5.4", &format!("Unsupported parameter {k}")).await;
+        }
+        if tx.local.len() + tx.remote.len() >= self.shared.config.limits.max_recipients {
+            // RFC 5321 4.5.3.1.10: 452 for too many recipients.
+            return self.reply(452, "4.5.3", "Too many recipients").await;
+        }
+        let smtputf8 = tx.smtputf8;
+        let (local, domain) = match to {
+            ForwardPath::Mailbox(m) => (m.local.to_string(), m.domain.to_string()),
+            // RFC 5321 4.1.1.3: <Postmaster> means postmaster of our domain.
+            ForwardPath::Postmaster => ("postmaster".to_string(), self.shared.store.settings().domains[0].clone()),
+        };
+        let rcpt = format!("{local}@{domain}");
+        if !smtputf8 && !rcpt.is_ascii() {
+            return self.reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8").await;
+        }
+        if self.shared.store.is_local_domain(&domain) {
+            let addr = match Address::parse(&rcpt) {
+                Ok(a) => a,
+                Err(_) => return self.reply(550, "5.1.1", &format!("<{rcpt}>: no such user here")).await,
+            };
+            let store = self.shared.store.clone();
+            let a = addr.clone();
+            match tokio::task::spawn_blocking(move || store.accounts().exists(&a)).await {
+                Ok(Ok(true)) => {}
+                Ok(Ok(false)) => return self.reply(550, "5.1.1", &format!("<{rcpt}>: no such user here")).await,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "account lookup failed");
+                    return self.reply(451, "4.3.0", "Temporary local problem, try again later").await;
+                }
+                Err(_) => return self.reply(451, "4.3.0", "Temporary local problem, try again later").await,
+            }
+            let tx = self.tx.as_mut().expect("checked above");
+            if !tx.local.contains(&addr) {
+                tx.local.push(addr);
+            }
+            return self.reply(250, "2.1.5", "OK").await;
+        }
+        if self.user.is_none() {
+            // Never an open relay: only authenticated users may send to
+            // other domains.
+            return self.reply(554, "5.7.1", &format!("<{rcpt}>: relay access denied")).await;
+        }
+        let tx = self.tx.as_mut().expect("checked above");
+        if !tx.remote.contains(&rcpt) {
+            tx.remote.push(rcpt);
+        }
+        self.reply(250, "2.1.5", "OK").await
+    }
+
+    async fn data(&mut self) -> Result<Flow, ConnError> {
+        match &self.tx {
+            None => {
+                self.reply(503, "5.5.1", "Need MAIL and RCPT before DATA").await?;
+                return Ok(Flow::Continue);
+            }
+            Some(tx) if tx.local.is_empty() && tx.remote.is_empty() => {
+                // RFC 5321 3.3: "554 No valid recipients" (with PIPELINING,
+                // RFC 2920 3.1, the data is then not sent).
+                self.reply(554, "5.5.1", "No valid recipients").await?;
+                return Ok(Flow::Continue);
+            }
+            Some(_) => {}
+        }
+        let tx = self.tx.take().expect("checked above");
+        let mut body = match Body::begin(self.shared.store.clone(), self.shared.config.node.clone()).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot spool a message");
+                self.reply(451, "4.3.0", "Temporary local problem, try again later").await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        let trace = self.trace_headers(&tx, body.name());
+        body.push(trace.as_bytes()).await;
+        // RFC 5321 4.1.1.4: 354, then the data up to <CRLF>.<CRLF>.
+        self.reply(354, "", "End data with <CR><LF>.<CR><LF>").await?;
+        let max = self.shared.config.limits.max_message_size;
+        let timeout = self.shared.config.limits.data_timeout();
+        let mut dec = DataDecoder::new();
+        let mut out = vec![0u8; DECODE_CHUNK];
+        let mut size: u64 = 0;
+        let mut too_big = false;
+        loop {
+            let conn = self.conn.as_mut().expect("a session always has its connection");
+            if conn.buffered().is_empty() {
+                conn.fill(timeout).await?;
+                continue;
+            }
+            let p = dec.decode(conn.buffered(), &mut out);
+            conn.consume(p.consumed);
+            size += p.written as u64;
+            if size > max {
+                // RFC 1870 6.3: read to the end, then 552.
+                too_big = true;
+            } else {
+                body.push(&out[..p.written]).await;
+            }
+            if p.done {
+                break;
+            }
+        }
+        let defects = dec.defects();
+        if too_big {
+            self.reply(552, "5.3.4", "Message size exceeds fixed maximum message size").await?;
+        } else if defects.any() {
+            let what = if defects.nul { "a NUL character" } else if defects.bare_lf { "a bare LF" } else { "a bare CR" };
+            // RFC 5321 2.3.8: CR and LF only as CRLF. Refusing the whole
+            // message keeps a smuggled second message inside the first.
+            tracing::info!(peer = %self.peer, what, "refused a message with bad line ends");
+            self.reply(554, "5.6.0", &format!("Message contains {what}; lines must end with CRLF")).await?;
+        } else {
+            let name = body.name().to_string();
+            let env = if tx.remote.is_empty() {
+                None
+            } else {
+                let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+                Some(Envelope { from: tx.from.clone(), rcpts: tx.remote.clone(), created, node: self.shared.config.node.clone(), attempts: 0, last_error: None })
+            };
+            match body.commit(tx.local.clone(), env).await {
+                Ok(()) => {
+                    tracing::info!(id = %name, from = %tx.from, local = tx.local.len(), remote = tx.remote.len(), size, "accepted");
+                    self.reply(250, "2.0.0", &format!("OK: queued as {name}")).await?;
+                }
+                Err(e) => {
+                    tracing::error!(id = %name, error = %e, "could not store a message");
+                    // Never 250 for mail we could not make durable.
+                    self.reply(451, "4.3.0", "Temporary local problem, try again later").await?;
+                }
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Return-Path (RFC 5321 4.4: added at final delivery) and Received
+    /// (RFC 5321 4.4, with the protocol names of RFC 3848 and RFC 6531 4.3).
+    fn trace_headers(&self, tx: &Transaction, id: &str) -> String {
+        let tls = self.conn.as_ref().map_or(false, |c| c.tls);
+        let mut proto = String::new();
+        if tx.smtputf8 {
+            proto.push_str("UTF8SMTP");
+        } else if self.esmtp {
+            proto.push_str("ESMTP");
+        } else {
+            proto.push_str("SMTP");
+        }
+        if self.esmtp || tx.smtputf8 {
+            if tls {
+                proto.push('S');
+            }
+            if self.user.is_some() {
+                proto.push('A');
+            }
+        }
+        let helo = self.helo.as_deref().unwrap_or("unknown");
+        let ip = self.peer.ip();
+        let only = if tx.local.len() + tx.remote.len() == 1 {
+            let r = tx.local.first().map(|a| a.to_string()).or_else(|| tx.remote.first().cloned()).unwrap_or_default();
+            format!("\r\n\tfor <{r}>")
+        } else {
+            String::new()
+        };
+        let date = crate::date::rfc5322(SystemTime::now());
+        let mut h = String::new();
+        if !tx.local.is_empty() {
+            h.push_str(&format!("Return-Path: <{}>\r\n", tx.from));
+        }
+        h.push_str(&format!("Received: from {helo} ([{ip}])\r\n\tby {} (mailfort) with {proto} id {id}{only};\r\n\t{date}\r\n", self.shared.hostname));
+        h
+    }
+
+    async fn starttls(&mut self) -> Result<Flow, ConnError> {
+        if self.conn.as_ref().map_or(false, |c| c.tls) {
+            self.reply(503, "5.5.1", "TLS already active").await?;
+            return Ok(Flow::Continue);
+        }
+        // RFC 3207 4
+        self.reply(220, "2.0.0", "Ready to start TLS").await?;
+        let conn = self.conn.take().expect("a session always has its connection");
+        let acceptor = self.shared.tls.clone();
+        match tokio::time::timeout(Duration::from_secs(30), conn.start_tls(&acceptor)).await {
+            Ok(Ok(c)) => {
+                self.conn = Some(c);
+                // RFC 3207 4.2: forget everything learnt before TLS.
+                self.helo = None;
+                self.esmtp = false;
+                self.tx = None;
+                self.user = None;
+                Ok(Flow::Continue)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnError::Timeout),
+        }
+    }
+
+    async fn read_auth_line(&mut self) -> Result<Option<Vec<u8>>, ConnError> {
+        let idle = self.shared.config.limits.smtp_idle();
+        let line = self.conn().read_line(MAX_AUTH_LINE, idle).await?;
+        if line == b"*" {
+            // RFC 4954 4: the client cancels with "*".
+            self.reply(501, "5.0.0", "Authentication canceled").await?;
+            return Ok(None);
+        }
+        match base64::engine::general_purpose::STANDARD.decode(&line) {
+            Ok(v) => Ok(Some(v)),
+            Err(_) => {
+                self.reply(501, "5.5.2", "Cannot decode response").await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Result<Flow, ConnError> {
+        if !matches!(self.service, Service::Submission | Service::Submissions) {
+            self.reply(503, "5.5.1", "AUTH is offered on the submission ports only").await?;
+            return Ok(Flow::Continue);
+        }
+        if !self.offers_auth() {
+            // RFC 4954 6: 538 when the mechanism needs encryption.
+            self.reply(538, "5.7.11", "Encryption required for requested authentication mechanism").await?;
+            return Ok(Flow::Continue);
+        }
+        if self.helo.is_none() || !self.esmtp {
+            self.reply(503, "5.5.1", "Send EHLO first").await?;
+            return Ok(Flow::Continue);
+        }
+        if self.user.is_some() || self.tx.is_some() {
+            // RFC 4954 4: no AUTH after a successful AUTH or during a
+            // transaction.
+            self.reply(503, "5.5.1", "Already authenticated or in a transaction").await?;
+            return Ok(Flow::Continue);
+        }
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (login, password) = if mechanism.eq_ignore_ascii_case("PLAIN") {
+            let msg = match initial {
+                // RFC 4954 4: "=" is an empty initial response.
+                Some("=") => Vec::new(),
+                Some(i) => match b64.decode(i) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.reply(501, "5.5.2", "Cannot decode response").await?;
+                        return Ok(Flow::Continue);
+                    }
+                },
+                None => {
+                    self.conn().send(b"334 \r\n").await?;
+                    match self.read_auth_line().await? {
+                        Some(v) => v,
+                        None => return Ok(Flow::Continue),
+                    }
+                }
+            };
+            match proto::sasl::parse_plain(&msg) {
+                // RFC 4616 2: an authzid other than the user is refused.
+                Some(p) if p.authzid.is_empty() || p.authzid == p.authcid => (p.authcid.to_string(), p.password.to_string()),
+                _ => (String::new(), String::new()),
+            }
+        } else if mechanism.eq_ignore_ascii_case("LOGIN") {
+            // draft-murchison-sasl-login: "Username:" then "Password:".
+            let user = match initial {
+                Some(i) => match b64.decode(i) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        self.reply(501, "5.5.2", "Cannot decode response").await?;
+                        return Ok(Flow::Continue);
+                    }
+                },
+                None => {
+                    self.conn().send(b"334 VXNlcm5hbWU6\r\n").await?;
+                    match self.read_auth_line().await? {
+                        Some(v) => v,
+                        None => return Ok(Flow::Continue),
+                    }
+                }
+            };
+            self.conn().send(b"334 UGFzc3dvcmQ6\r\n").await?;
+            let pass = match self.read_auth_line().await? {
+                Some(v) => v,
+                None => return Ok(Flow::Continue),
+            };
+            (String::from_utf8(user).unwrap_or_default(), String::from_utf8(pass).unwrap_or_default())
+        } else {
+            // RFC 4954 4: 504 for an unsupported mechanism.
+            self.reply(504, "5.5.4", "Unrecognized authentication type").await?;
+            return Ok(Flow::Continue);
+        };
+        match self.shared.auth.check(&login, &password, self.peer.ip()).await {
+            Some(addr) => {
+                tracing::info!(peer = %self.peer, user = %addr, "authenticated");
+                self.user = Some(addr);
+                // RFC 4954 6
+                self.reply(235, "2.7.0", "Authentication successful").await?;
+                Ok(Flow::Continue)
+            }
+            None => {
+                self.auth_failures += 1;
+                // RFC 4954 6: 535 5.7.8 for bad credentials.
+                self.reply(535, "5.7.8", "Authentication credentials invalid").await?;
+                if self.auth_failures >= self.shared.config.limits.max_auth_failures {
+                    self.reply(421, "4.7.0", "Too many failed authentications, closing connection").await?;
+                    return Ok(Flow::Close);
+                }
+                Ok(Flow::Continue)
+            }
+        }
+    }
+}
+
+/// A message body on its way to the store: in memory while small, in the
+/// spool file once large. Store I/O runs on the blocking pool.
+struct Body {
+    store: Arc<Store>,
+    spool: Option<Spool>,
+    name: String,
+    mem: Vec<u8>,
+    error: Option<String>,
+}
+
+impl Body {
+    async fn begin(store: Arc<Store>, node: String) -> Result<Body, String> {
+        let s = store.clone();
+        let spool = tokio::task::spawn_blocking(move || s.spool(&node)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let name = spool.name().to_string();
+        Ok(Body { store, spool: Some(spool), name, mem: Vec::with_capacity(16 * 1024), error: None })
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn push(&mut self, data: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.mem.extend_from_slice(data);
+        if self.mem.len() >= SPILL_SIZE {
+            self.spill().await;
+        }
+    }
+
+    async fn spill(&mut self) {
+        let (Some(mut spool), mem) = (self.spool.take(), std::mem::take(&mut self.mem)) else { return };
+        let r = tokio::task::spawn_blocking(move || {
+            let r = spool.write_all(&mem);
+            (spool, mem, r)
+        })
+        .await;
+        match r {
+            Ok((spool, mut mem, res)) => {
+                self.spool = Some(spool);
+                mem.clear();
+                self.mem = mem;
+                if let Err(e) = res {
+                    self.error = Some(e.to_string());
+                }
+            }
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+
+    async fn commit(mut self, local: Vec<Address>, queue: Option<Envelope>) -> Result<(), String> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let mut spool = self.spool.take().ok_or("spool lost")?;
+        let mem = std::mem::take(&mut self.mem);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || {
+            spool.write_all(&mem).map_err(|e| e.to_string())?;
+            spool.commit(&store, &local, queue.as_ref()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}

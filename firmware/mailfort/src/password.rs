@@ -1,0 +1,70 @@
+//! Reading a new password from standard input or, on a terminal, from a
+//! prompt without echo.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+
+use anyhow::{bail, Context};
+
+pub fn obtain(from_stdin: bool) -> anyhow::Result<String> {
+    let stdin = io::stdin();
+    if from_stdin || !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line).context("cannot read the password from standard input")?;
+        let pw = line.strip_suffix('\n').unwrap_or(&line);
+        let pw = pw.strip_suffix('\r').unwrap_or(pw);
+        if pw.is_empty() {
+            bail!("no password on standard input");
+        }
+        return Ok(pw.to_string());
+    }
+    let first = prompt("New password: ")?;
+    let second = prompt("Again: ")?;
+    if first != second {
+        bail!("the passwords differ");
+    }
+    if first.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(first)
+}
+
+fn prompt(text: &str) -> anyhow::Result<String> {
+    eprint!("{text}");
+    io::stderr().flush()?;
+    let echo = EchoOff::new();
+    let mut line = String::new();
+    io::stdin().lock().read_line(&mut line)?;
+    drop(echo);
+    eprintln!();
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+/// Turns terminal echo off while alive.
+struct EchoOff(Option<libc::termios>);
+
+impl EchoOff {
+    fn new() -> EchoOff {
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return EchoOff(None);
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            EchoOff(Some(saved))
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            // SAFETY: restores the settings read in new().
+            unsafe {
+                libc::tcsetattr(0, libc::TCSANOW, &t);
+            }
+        }
+    }
+}
