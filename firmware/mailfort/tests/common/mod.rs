@@ -1,0 +1,199 @@
+//! Test fixtures: a temporary store, `mailfort serve` nodes on free ports,
+//! and the Python client scripts that drive them as real clients do.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a node may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub fn mailfort() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailfort"))
+}
+
+/// Runs `mailfort ARGS` with `stdin` and returns its output.
+pub fn run(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut c = mailfort().args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run mailfort");
+    // The command may exit before reading (a bad address): ignore EPIPE.
+    let _ = c.stdin.take().expect("stdin").write_all(stdin.as_bytes());
+    c.wait_with_output().expect("wait mailfort")
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+}
+
+impl Fixture {
+    /// A store for example.test with alice (password "secret") and bob
+    /// (password "hunter2").
+    pub fn new() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let o = run(&["store", "init", store.to_str().expect("utf8 path"), "--domain", "example.test"], "");
+        assert!(o.status.success(), "store init: {}", text(&o));
+        let f = Fixture { dir, store };
+        f.add_user("alice@example.test", "secret");
+        f.add_user("bob@example.test", "hunter2");
+        f
+    }
+
+    pub fn store_arg(&self) -> &str {
+        self.store.to_str().expect("utf8 path")
+    }
+
+    pub fn add_user(&self, addr: &str, pw: &str) {
+        let o = run(&["user", "add", "--store", self.store_arg(), addr, "--password-stdin"], &format!("{pw}\n"));
+        assert!(o.status.success(), "user add: {}", text(&o));
+    }
+
+    /// A config file with short failure delays, so tests of wrong
+    /// passwords stay quick.
+    pub fn fast_config(&self, extra: &str) -> PathBuf {
+        let p = self.dir.path().join(format!("node-{}.toml", rand_tag()));
+        std::fs::write(&p, format!("[limits]\nauth_fail_delay_ms = 100\nauth_fail_delay_max_ms = 400\n{extra}")).expect("write config");
+        p
+    }
+
+    /// Files in alice's (or anyone's) new/ and cur/.
+    pub fn mailbox_files(&self, addr: &str) -> Vec<PathBuf> {
+        let (local, domain) = addr.split_once('@').expect("address");
+        let md = self.store.join("mail").join(domain).join(local);
+        let mut v = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(md.join(sub)) {
+                v.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+        v.sort();
+        v
+    }
+}
+
+fn rand_tag() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+pub struct Node {
+    pub child: Child,
+    pub name: String,
+    pub smtp: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub pop3: SocketAddr,
+    pub pop3s: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Starts `mailfort serve` with every service on a free loopback port.
+    pub fn start(f: &Fixture, name: &str, extra: &[&str]) -> Node {
+        let log = f.dir.path().join(format!("{name}.log"));
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let mut args: Vec<String> = ["serve", "--store", f.store_arg(), "--node", name].iter().map(|s| s.to_string()).collect();
+        let has = |flag: &str| extra.iter().any(|a| *a == flag);
+        for svc in ["--smtp", "--submission", "--submissions", "--pop3", "--pop3s"] {
+            if !has(svc) {
+                args.push(svc.into());
+                args.push("127.0.0.1:0".into());
+            }
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut child = mailfort().args(&args).stdout(Stdio::piped()).stderr(logf).spawn().expect("spawn mailfort serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("ready ") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("node {name} did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let addr = |svc: &str| -> SocketAddr {
+            ready
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{svc}=")))
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| "127.0.0.1:9".parse().expect("addr"))
+        };
+        Node { name: name.to_string(), smtp: addr("smtp"), submission: addr("submission"), submissions: addr("submissions"), pop3: addr("pop3"), pop3s: addr("pop3s"), child, log }
+    }
+
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("SMTP".into(), self.smtp.to_string()),
+            ("SUBMISSION".into(), self.submission.to_string()),
+            ("SUBMISSIONS".into(), self.submissions.to_string()),
+            ("POP3".into(), self.pop3.to_string()),
+            ("POP3S".into(), self.pop3s.to_string()),
+        ]
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    /// Waits for the node to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn py_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("py")
+}
+
+/// Runs a Python client script against `node` with extra environment, and
+/// fails the test with the script's output if the script fails.
+pub fn python(script: &str, node: &Node, f: &Fixture, extra_env: &[(&str, &str)]) -> String {
+    let mut c = Command::new("python3");
+    c.arg(py_dir().join(script)).env("STORE", &f.store).env("PYTHONDONTWRITEBYTECODE", "1");
+    for (k, v) in node.env() {
+        c.env(k, v);
+    }
+    for (k, v) in extra_env {
+        c.env(k, v);
+    }
+    let o = c.output().expect("python3 must be installed");
+    let out = text(&o);
+    assert!(o.status.success(), "{script} failed:\n{out}\n--- node log ---\n{}", node.log_text());
+    out
+}

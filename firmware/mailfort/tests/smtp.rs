@@ -1,0 +1,38 @@
+//! SMTP and submission driven by Python's smtplib and a raw socket client.
+
+mod common;
+use common::*;
+
+#[test]
+fn inbound_smtp_with_smtplib() {
+    let f = Fixture::new();
+    let node = Node::start(&f, "node1", &[]);
+    let out = python("smtp_inbound.py", &node, &f, &[]);
+    assert!(out.contains("ok 10 MiB message intact"), "{out}");
+}
+
+#[test]
+fn smuggling_patterns_are_refused() {
+    let f = Fixture::new();
+    let node = Node::start(&f, "node1", &[]);
+    let out = python("smtp_smuggling.py", &node, &f, &[]);
+    assert!(out.contains("ok dot-unstuffing exact"), "{out}");
+}
+
+#[test]
+fn submission_over_tls() {
+    let f = Fixture::new();
+    let cfg = f.fast_config("");
+    let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap()]);
+    let out = python("submission.py", &node, &f, &[("MAILFORT", env!("CARGO_BIN_EXE_mailfort"))]);
+    assert!(out.contains("ok unknown user 535"), "{out}");
+}
+
+#[test]
+fn submission_plaintext_when_allowed() {
+    let f = Fixture::new();
+    let cfg = f.fast_config("");
+    let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap(), "--allow-plaintext-auth"]);
+    let out = python("submission.py", &node, &f, &[("MAILFORT", env!("CARGO_BIN_EXE_mailfort")), ("PLAINTEXT", "1")]);
+    assert!(out.contains("ok foreign recipient queued"), "{out}");
+}
