@@ -1,1 +1,5 @@
+//! Cluster coordination of mailfort nodes.
 
+pub mod dns;
+pub mod live;
+pub mod announcer;

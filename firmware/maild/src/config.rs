@@ -51,6 +51,10 @@ pub struct Limits {
     pub shutdown_grace_secs: u64,
     /// Seconds a POP3 maildrop lock stays valid without a refresh.
     pub maildrop_lock_ttl_secs: u64,
+    /// Milliseconds the store has to answer a health probe; past it the
+    /// node stops accepting mail (421) and stops heartbeating until the
+    /// store answers again.
+    pub store_probe_deadline_ms: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +74,7 @@ impl Default for Limits {
             max_concurrent_auth: 2,
             shutdown_grace_secs: 30,
             maildrop_lock_ttl_secs: 60,
+            store_probe_deadline_ms: 3000,
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct NodeConfig {
     pub pop3s: Vec<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Addresses published in DNS for this node. Default: the addresses
+    /// of the SMTP listeners, unless they are wildcards.
+    pub advertise: Vec<std::net::IpAddr>,
     /// AUTH and USER/PASS without TLS: for tests on loopback only.
     pub allow_plaintext_auth: bool,
     pub limits: Limits,
@@ -139,6 +147,7 @@ impl Default for NodeConfig {
             pop3s: a(DEV_POP3S),
             tls_cert: None,
             tls_key: None,
+            advertise: Vec::new(),
             allow_plaintext_auth: false,
             limits: Limits::default(),
         }
@@ -154,6 +163,16 @@ pub fn valid_node_name(n: &str) -> bool {
 }
 
 impl NodeConfig {
+    /// The addresses this node publishes in DNS.
+    pub fn advertised(&self) -> Vec<std::net::IpAddr> {
+        if !self.advertise.is_empty() {
+            return self.advertise.clone();
+        }
+        let mut v: Vec<_> = self.smtp.iter().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()).collect();
+        v.dedup();
+        v
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.store.as_os_str().is_empty() {
             return Err("no store given (--store DIR or `store = ...` in the config)".into());

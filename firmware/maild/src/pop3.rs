@@ -229,6 +229,11 @@ impl Session {
     }
 
     async fn login(&mut self, login: &str, password: &str) -> Result<Flow, ConnError> {
+        if !self.shared.store_healthy() {
+            // RFC 3206 4: a temporary problem of the server.
+            self.err("[SYS/TEMP] mail store unavailable, try again later").await?;
+            return Ok(Flow::Continue);
+        }
         let Some(user) = self.shared.auth.check(login, password, self.peer.ip()).await else {
             self.auth_failures += 1;
             // RFC 3206 3: [AUTH] for a credentials problem.
@@ -240,10 +245,15 @@ impl Session {
         };
         let store = self.shared.store.clone();
         let node = self.shared.config.node.clone();
+        let instance = self.shared.instance.clone();
+        let live = self.shared.live_set();
         let ttl = Duration::from_secs(self.shared.config.limits.maildrop_lock_ttl_secs);
         let u = user.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let lock = store.lock_maildrop(&u, &node, ttl, &|_| false)?;
+            // A lock whose holder is no longer in the live set (a node that
+            // was killed) is broken at once, without waiting for the TTL.
+            let who = store::Claimant { node: &node, instance: &instance };
+            let lock = store.lock_maildrop(&u, who, ttl, &|h| !live.holder_alive(h))?;
             let messages = store.list_messages(&u)?;
             Ok::<_, LockError>((lock, messages))
         })

@@ -9,11 +9,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use store::Store;
+use cluster::announcer::Announcer;
+use cluster::live::{read_live_set, Heartbeat, LiveSet, NodeInfo, HEARTBEAT_INTERVAL, STATE_SERVING};
+use store::{Claimant, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -31,6 +34,8 @@ const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the refusal of an over-limit connection may take to send.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the announcer looks at the live set.
+const ANNOUNCE_TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -80,6 +85,12 @@ pub struct Shared {
     pub tls: tokio_rustls::TlsAcceptor,
     /// The name the node announces (the cluster's host name).
     pub hostname: String,
+    /// This process's instance id, in its heartbeat and its leases.
+    pub instance: String,
+    /// False while the store does not answer within its deadline: the
+    /// node then accepts no mail (421) and does not heartbeat.
+    healthy: AtomicBool,
+    live: RwLock<Arc<LiveSet>>,
     counts: Mutex<ConnCounts>,
 }
 
@@ -110,6 +121,28 @@ impl Drop for ConnSlot {
 }
 
 impl Shared {
+    pub fn store_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The live set as last read from the heartbeats.
+    pub fn live_set(&self) -> Arc<LiveSet> {
+        self.live.read().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn claimant(&self) -> Claimant<'_> {
+        Claimant { node: &self.config.node, instance: &self.instance }
+    }
+
+    fn set_healthy(&self, ok: bool, why: &str) {
+        let was = self.healthy.swap(ok, Ordering::Relaxed);
+        if was && !ok {
+            tracing::error!(reason = why, "the store does not answer: refusing mail (421) and not heartbeating until it does");
+        } else if !was && ok {
+            tracing::info!("the store answers again: accepting mail");
+        }
+    }
+
     fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
         let mut c = self.counts.lock().ok()?;
         let limits = &self.config.limits;
@@ -125,6 +158,7 @@ impl Shared {
 pub struct Node {
     shared: Arc<Shared>,
     listeners: Vec<(Service, TcpListener)>,
+    heartbeat: Heartbeat,
 }
 
 impl Node {
@@ -161,8 +195,16 @@ impl Node {
         }
         let hostname = store.settings().hostname.clone();
         let auth = Authenticator::new(store.clone(), &config.limits);
-        let shared = Arc::new(Shared { config, store, auth, tls, hostname, counts: Mutex::new(ConnCounts::default()) });
-        Ok(Node { shared, listeners })
+        let instance = cluster::live::new_instance();
+        let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
+        let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into() };
+        // The first heartbeat and live set before serving, so that leases
+        // are judged against a real live set from the first session on.
+        let heartbeat = Heartbeat::new(&store, info);
+        heartbeat.publish()?;
+        let live = read_live_set(&store, &config.node)?;
+        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: RwLock::new(Arc::new(live)), counts: Mutex::new(ConnCounts::default()) });
+        Ok(Node { shared, listeners, heartbeat })
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -207,18 +249,95 @@ impl Node {
             }));
         }
         drop(done_tx);
+        let heartbeat = Arc::new(Mutex::new(self.heartbeat));
+        let monitor = tokio::spawn(monitor(self.shared.clone(), heartbeat.clone(), shutdown_rx.clone()));
+        let announcer = tokio::spawn(announce(self.shared.clone(), shutdown_rx.clone()));
         stop.await;
         tracing::info!("shutting down: no new connections; finishing transactions in progress");
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
         }
+        let _ = announcer.await;
+        let _ = monitor.await;
         let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
             tracing::warn!("sessions still open after the grace period; closing them");
         }
+        // Leave the live set at once rather than after the heartbeat ages.
+        let hb = heartbeat.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {
+            if let Ok(mut h) = hb.lock() {
+                let _ = h.stop();
+            }
+        }))
+        .await;
         Ok(())
     }
+}
+
+/// Every second: probe the store (with a deadline), heartbeat, and re-read
+/// the live set. A probe that hangs (a hard NFS mount whose server is gone)
+/// is not repeated until it returns; the node stays unhealthy meanwhile.
+async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop: watch::Receiver<bool>) {
+    let in_flight = Arc::new(AtomicBool::new(false));
+    let deadline = Duration::from_millis(shared.config.limits.store_probe_deadline_ms);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if in_flight.load(Ordering::Acquire) {
+            shared.set_healthy(false, "the previous store probe has not returned");
+            continue;
+        }
+        in_flight.store(true, Ordering::Release);
+        let (s, hb, flag) = (shared.store.clone(), heartbeat.clone(), in_flight.clone());
+        let node = shared.config.node.clone();
+        let probe = tokio::task::spawn_blocking(move || {
+            let r = (|| -> Result<LiveSet, String> {
+                s.probe().map_err(|e| e.to_string())?;
+                hb.lock().map_err(|_| "heartbeat poisoned".to_string())?.beat().map_err(|e| e.to_string())?;
+                read_live_set(&s, &node).map_err(|e| e.to_string())
+            })();
+            flag.store(false, Ordering::Release);
+            r
+        });
+        match tokio::time::timeout(deadline, probe).await {
+            Ok(Ok(Ok(live))) => {
+                shared.set_healthy(true, "");
+                if let Ok(mut l) = shared.live.write() {
+                    let before = l.live_names();
+                    let after = live.live_names();
+                    if before != after {
+                        tracing::info!(live = ?after, "live set changed");
+                    }
+                    *l = Arc::new(live);
+                }
+            }
+            Ok(Ok(Err(e))) => shared.set_healthy(false, &e),
+            Ok(Err(e)) => shared.set_healthy(false, &e.to_string()),
+            Err(_) => shared.set_healthy(false, "no answer within the deadline"),
+        }
+    }
+}
+
+/// Runs the DNS failover announcer while the node is healthy.
+async fn announce(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut a = Announcer::new(shared.store.clone(), shared.config.node.clone(), shared.instance.clone());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(ANNOUNCE_TICK) => {}
+            _ = stop.changed() => break,
+        }
+        if shared.store_healthy() {
+            a.tick(&shared.live_set()).await;
+        } else {
+            a.release();
+        }
+    }
+    // Hand the lease over at once.
+    let _ = tokio::task::spawn_blocking(move || a.release()).await;
 }
 
 fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, done: mpsc::Sender<()>) {

@@ -68,6 +68,15 @@ impl Session {
     }
 
     pub async fn run(mut self) {
+        if !self.shared.store_healthy() {
+            // RFC 5321 3.1, 4.2.3: 421 at the greeting; the client tries
+            // the next MX. Never accept mail that cannot be stored.
+            let _ = self.reply(421, "4.3.0", &format!("{} mail store unavailable, try again later", self.shared.hostname)).await;
+            if let Some(c) = self.conn.take() {
+                c.close().await;
+            }
+            return;
+        }
         let greeting = format!("{} ESMTP mailfort", self.shared.hostname);
         // RFC 5321 4.3.1: the greeting is 220 (no enhanced code, RFC 2034 3).
         if self.reply(220, "", &greeting).await.is_err() {
@@ -135,6 +144,10 @@ impl Session {
         match cmd {
             Command::Ehlo(domain) => self.ehlo(domain, true).await?,
             Command::Helo(domain) => self.ehlo(domain, false).await?,
+            Command::Mail { .. } | Command::Data if !self.shared.store_healthy() => {
+                self.reply(421, "4.3.0", "Mail store unavailable, try again later").await?;
+                return Ok(Flow::Close);
+            }
             Command::Mail { from, params } => self.mail(from, params).await?,
             Command::Rcpt { to, params } => self.rcpt(to, params).await?,
             Command::Data => return self.data().await,

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use maild::NodeConfig;
 use store::{Address, Store};
 
+mod cluster_cmd;
+mod demo;
 mod password;
 
 #[derive(Parser)]
@@ -33,6 +35,12 @@ enum Cmd {
     /// Look at the outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// The cluster: nodes, live set, DNS announcer.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::ClusterCmd),
+    /// Start a whole cluster on this machine: a store, three nodes and a
+    /// DNS server that follows them. Try failover by hand.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Subcommand)]
@@ -169,6 +177,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Serve(args) => serve(args),
+        Cmd::Cluster(c) => cluster_cmd::run(c),
+        Cmd::Demo(a) => demo::run(a),
     }
 }
 

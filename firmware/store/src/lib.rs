@@ -30,7 +30,7 @@ mod store;
 
 pub use accounts::{Accounts, AccountError};
 pub use address::{Address, AddressError};
-pub use lock::{MaildropLock, LockError};
+pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use maildir::{MessageEntry, Spool};
 pub use queue::{Envelope, QueueEntry};
-pub use store::{ClusterSettings, Store, StoreError, FORMAT_VERSION};
+pub use store::{ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_TTL, FORMAT_VERSION};

@@ -46,6 +46,49 @@ pub struct ClusterSettings {
     pub domains: Vec<String>,
     /// The name clients use for every node (the TLS certificate's name).
     pub hostname: String,
+    /// The DNS failover announcer; without it DNS is left alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsSettings>,
+}
+
+/// Where the announcer keeps the cluster's DNS records (RFC 2136 UPDATE,
+/// signed with TSIG, RFC 8945).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// The zone's primary server, IP:PORT.
+    pub server: String,
+    /// The zone the records live in, e.g. "example.test".
+    pub zone: String,
+    /// The name clients use (A/AAAA = the live nodes); default: `hostname`.
+    #[serde(default)]
+    pub client_host: Option<String>,
+    /// TTL of the records, seconds.
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: u32,
+    pub tsig: TsigSettings,
+}
+
+/// Low enough that senders and clients follow a failover quickly.
+pub const DEFAULT_DNS_TTL: u32 = 30;
+
+fn default_dns_ttl() -> u32 {
+    DEFAULT_DNS_TTL
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TsigSettings {
+    pub name: String,
+    /// "hmac-sha256" (RFC 8945 6).
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The shared secret, base64.
+    pub secret: String,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".into()
 }
 
 /// An open store.
@@ -76,7 +119,7 @@ impl Store {
         for d in ["mail", "queue", "spool", "cluster/nodes", "cluster/locks", "tls"] {
             fsutil::create_dir_durable(&root.join(d)).map_err(io_err(root))?;
         }
-        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname };
+        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None };
         let toml = toml::to_string(&settings).map_err(|e| StoreError::Settings { path: root.join("cluster.toml"), reason: e.to_string() })?;
         fsutil::write_atomic(&root.join("cluster.toml"), toml.as_bytes()).map_err(io_err(root))?;
         fsutil::write_atomic(&root.join("accounts"), b"").map_err(io_err(root))?;
@@ -100,6 +143,18 @@ impl Store {
         }
         let settings = Self::read_settings(root)?;
         Ok(Store { root: root.to_path_buf(), accounts: Accounts::new(root.join("accounts")), settings })
+    }
+
+    /// Reads `cluster.toml` again (it may have been edited since `open`).
+    pub fn reload_settings(&self) -> Result<ClusterSettings, StoreError> {
+        Self::read_settings(&self.root)
+    }
+
+    /// Replaces `cluster.toml` atomically.
+    pub fn write_settings(&self, settings: &ClusterSettings) -> Result<(), StoreError> {
+        let path = self.root.join("cluster.toml");
+        let toml = toml::to_string(settings).map_err(|e| StoreError::Settings { path: path.clone(), reason: e.to_string() })?;
+        fsutil::write_atomic(&path, toml.as_bytes()).map_err(io_err(&path))
     }
 
     fn read_settings(root: &Path) -> Result<ClusterSettings, StoreError> {
@@ -159,12 +214,18 @@ impl Store {
         fsutil::touch_server_time(&p).map_err(io_err(&p))
     }
 
-    /// A quick health probe: the store answers and holds our FORMAT.
+    /// A health probe: the store answers, holds our FORMAT, and is the same
+    /// store (by its id) that was opened, so that an empty mountpoint or
+    /// another store mounted in its place is never taken for it.
     pub fn probe(&self) -> Result<(), StoreError> {
         let f = self.root.join("FORMAT");
         let s = fs::read_to_string(&f).map_err(io_err(&f))?;
         if s.trim() != FORMAT_VERSION {
             return Err(StoreError::UnknownFormat { path: self.root.clone(), found: s.trim().to_string() });
+        }
+        let now = Self::read_settings(&self.root)?;
+        if now.store_id != self.settings.store_id {
+            return Err(StoreError::Settings { path: self.root.join("cluster.toml"), reason: format!("store id changed from {} to {}: not the store this node opened", self.settings.store_id, now.store_id) });
         }
         Ok(())
     }
