@@ -18,9 +18,11 @@ use store::{Holder, Store, StoreError};
 
 /// How often a node touches its heartbeat.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
-/// A node whose heartbeat is older than this is dead: two missed beats and
-/// a margin for a slow store.
-pub const DEAD_AFTER: Duration = Duration::from_secs(3);
+/// A node whose heartbeat is older than this is dead: one missed beat and
+/// a margin for a slow store. Lower means faster failover and more risk of
+/// declaring a merely slow node dead; a node wrongly declared dead only
+/// loses its MX record and leases until its next beat, never mail.
+pub const DEAD_AFTER: Duration = Duration::from_millis(2500);
 
 /// What a node publishes about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

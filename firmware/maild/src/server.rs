@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -90,7 +90,8 @@ pub struct Shared {
     /// False while the store does not answer within its deadline: the
     /// node then accepts no mail (421) and does not heartbeat.
     healthy: AtomicBool,
-    live: RwLock<Arc<LiveSet>>,
+    /// The live set as last read; the announcer wakes on every change.
+    live: watch::Sender<Arc<LiveSet>>,
     counts: Mutex<ConnCounts>,
 }
 
@@ -127,7 +128,7 @@ impl Shared {
 
     /// The live set as last read from the heartbeats.
     pub fn live_set(&self) -> Arc<LiveSet> {
-        self.live.read().map(|l| l.clone()).unwrap_or_default()
+        self.live.borrow().clone()
     }
 
     pub fn claimant(&self) -> Claimant<'_> {
@@ -203,7 +204,7 @@ impl Node {
         let heartbeat = Heartbeat::new(&store, info);
         heartbeat.publish()?;
         let live = read_live_set(&store, &config.node)?;
-        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: RwLock::new(Arc::new(live)), counts: Mutex::new(ConnCounts::default()) });
+        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
 
@@ -306,13 +307,17 @@ async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop
         match tokio::time::timeout(deadline, probe).await {
             Ok(Ok(Ok(live))) => {
                 shared.set_healthy(true, "");
-                if let Ok(mut l) = shared.live.write() {
-                    let before = l.live_names();
-                    let after = live.live_names();
-                    if before != after {
-                        tracing::info!(live = ?after, "live set changed");
-                    }
-                    *l = Arc::new(live);
+                let before = shared.live.borrow().live_names();
+                let after = live.live_names();
+                if before != after {
+                    tracing::info!(live = ?after, "live set changed");
+                    shared.live.send_replace(Arc::new(live));
+                } else {
+                    // Same members: refresh quietly (ages, instances).
+                    shared.live.send_if_modified(|l| {
+                        *l = Arc::new(live);
+                        false
+                    });
                 }
             }
             Ok(Ok(Err(e))) => shared.set_healthy(false, &e),
@@ -325,9 +330,12 @@ async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop
 /// Runs the DNS failover announcer while the node is healthy.
 async fn announce(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut a = Announcer::new(shared.store.clone(), shared.config.node.clone(), shared.instance.clone());
+    let mut live_rx = shared.live.subscribe();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(ANNOUNCE_TICK) => {}
+            // A change of the live set is announced at once.
+            _ = live_rx.changed() => {}
             _ = stop.changed() => break,
         }
         if shared.store_healthy() {
