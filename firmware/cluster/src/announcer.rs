@@ -6,7 +6,7 @@
 //! announcer; when it dies, its heartbeat and its lease go stale together
 //! and another node takes over. The holder sends an UPDATE whenever the
 //! records it wants change, and re-checks the server every
-//! [`RECHECK_INTERVAL`], so that a DNS server restarted with old data is
+//! `recheck_secs` (cluster.toml), so that a DNS server restarted with old data is
 //! corrected. A refused update is logged with the server's reason and
 //! retried with back-off.
 
@@ -24,9 +24,6 @@ use crate::live::{LiveSet, DEAD_AFTER};
 pub const ANNOUNCER_LEASE: &str = "announcer";
 /// A lease not refreshed for this long (by the store's clock) is stale.
 pub const LEASE_TTL: Duration = DEAD_AFTER;
-/// How often the holder compares DNS with the live set even when nothing
-/// changed here.
-pub const RECHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Back-off after a failed update: first wait, doubling up to the maximum.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -128,7 +125,7 @@ impl Announcer {
             return;
         }
         let desired = desired_records(&settings, &dns, live);
-        let due = self.applied.as_ref() != Some(&desired) || self.last_check.map_or(true, |t| t.elapsed() >= RECHECK_INTERVAL);
+        let due = self.applied.as_ref() != Some(&desired) || self.last_check.map_or(true, |t| t.elapsed() >= Duration::from_secs(dns.recheck_secs));
         if !due || self.not_before.is_some_and(|t| Instant::now() < t) {
             return;
         }

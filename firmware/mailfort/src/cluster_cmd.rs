@@ -46,15 +46,22 @@ pub enum ClusterCmd {
         /// Record TTL in seconds.
         #[arg(long, default_value_t = store::DEFAULT_DNS_TTL)]
         ttl: u32,
+        /// Seconds between checks of the server's records when nothing
+        /// changed (corrects a server restarted with old data).
+        #[arg(long, default_value_t = store::DEFAULT_DNS_RECHECK_SECS)]
+        recheck_secs: u64,
     },
 }
 
 pub fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     match cmd {
         ClusterCmd::Status { store } => status(&Store::open(&store)?),
-        ClusterCmd::SetDns { store, server, zone, key_name, key_secret, key_algorithm, client_host, ttl } => {
+        ClusterCmd::SetDns { store, server, zone, key_name, key_secret, key_algorithm, client_host, ttl, recheck_secs } => {
             let s = Store::open(&store)?;
-            let dns = DnsSettings { server, zone, client_host, ttl, tsig: TsigSettings { name: key_name, algorithm: key_algorithm, secret: key_secret } };
+            if recheck_secs == 0 {
+                bail!("--recheck-secs must be at least 1");
+            }
+            let dns = DnsSettings { server, zone, client_host, ttl, recheck_secs, tsig: TsigSettings { name: key_name, algorithm: key_algorithm, secret: key_secret } };
             // Validate everything before saving: a bad value changes nothing.
             cluster::announcer::target(&dns).map_err(anyhow::Error::msg)?;
             if !store::address::valid_domain(dns.zone.trim_end_matches('.')) {

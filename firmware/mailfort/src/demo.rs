@@ -198,6 +198,7 @@ fn demo_dns(store: &Store, server: SocketAddr) -> anyhow::Result<TsigKey> {
         zone: DOMAIN.into(),
         client_host: None,
         ttl: store::DEFAULT_DNS_TTL,
+        recheck_secs: store::DEFAULT_DNS_RECHECK_SECS,
         tsig: TsigSettings { name: TSIG_KEY_NAME.into(), algorithm: "hmac-sha256".into(), secret: key.secret_base64() },
     });
     store.write_settings(&settings)?;

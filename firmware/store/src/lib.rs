@@ -33,4 +33,4 @@ pub use address::{Address, AddressError};
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use maildir::{MessageEntry, Spool};
 pub use queue::{Envelope, QueueEntry};
-pub use store::{ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_TTL, FORMAT_VERSION};
+pub use store::{ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION};

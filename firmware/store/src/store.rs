@@ -66,7 +66,18 @@ pub struct DnsSettings {
     /// TTL of the records, seconds.
     #[serde(default = "default_dns_ttl")]
     pub ttl: u32,
+    /// How often the announcer compares the server's records with the
+    /// live set even when nothing changed (a server restarted with old
+    /// data is corrected within this time), seconds.
+    #[serde(default = "default_recheck")]
+    pub recheck_secs: u64,
     pub tsig: TsigSettings,
+}
+
+pub const DEFAULT_DNS_RECHECK_SECS: u64 = 30;
+
+fn default_recheck() -> u64 {
+    DEFAULT_DNS_RECHECK_SECS
 }
 
 /// Low enough that senders and clients follow a failover quickly.

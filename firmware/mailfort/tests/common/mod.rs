@@ -100,8 +100,11 @@ impl Node {
     pub fn start(f: &Fixture, name: &str, extra: &[&str]) -> Node {
         let log = f.dir.path().join(format!("{name}.log"));
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let mut args: Vec<String> = ["serve", "--store", f.store_arg(), "--node", name].iter().map(|s| s.to_string()).collect();
         let has = |flag: &str| extra.iter().any(|a| *a == flag);
+        let mut args: Vec<String> = ["serve", "--node", name].iter().map(|s| s.to_string()).collect();
+        if !has("--store") {
+            args.extend(["--store".to_string(), f.store_arg().to_string()]);
+        }
         for svc in ["--smtp", "--submission", "--submissions", "--pop3", "--pop3s"] {
             if !has(svc) {
                 args.push(svc.into());
@@ -196,4 +199,118 @@ pub fn python(script: &str, node: &Node, f: &Fixture, extra_env: &[(&str, &str)]
     let out = text(&o);
     assert!(o.status.success(), "{script} failed:\n{out}\n--- node log ---\n{}", node.log_text());
     out
+}
+
+/// A raw line client on a plain TCP connection, for tests that must act
+/// between protocol steps (signals, timeouts) or look at exact bytes.
+/// Every read has a timeout, so a silent server fails the test instead of
+/// hanging it.
+pub struct Wire {
+    pub sock: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Wire {
+    pub fn connect(addr: SocketAddr) -> Wire {
+        Wire::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> std::io::Result<Wire> {
+        let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        sock.set_read_timeout(Some(Duration::from_secs(20)))?;
+        sock.set_write_timeout(Some(Duration::from_secs(20)))?;
+        Ok(Wire { sock, buf: Vec::new() })
+    }
+
+    pub fn send(&mut self, data: &[u8]) {
+        use std::io::Write;
+        self.sock.write_all(data).expect("send to the node");
+    }
+
+    /// The next line without its line end, or an error on EOF / timeout.
+    pub fn try_line(&mut self) -> std::io::Result<String> {
+        use std::io::Read;
+        loop {
+            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut l: Vec<u8> = self.buf.drain(..=p).collect();
+                l.pop();
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                return Ok(String::from_utf8_lossy(&l).into_owned());
+            }
+            let mut chunk = [0u8; 16384];
+            let n = self.sock.read(&mut chunk)?;
+            if n == 0 {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("connection closed; buffered {:?}", String::from_utf8_lossy(&self.buf))));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    pub fn line(&mut self) -> String {
+        self.try_line().unwrap_or_else(|e| panic!("reading a line from the node: {e}"))
+    }
+
+    /// Sends a command line and returns the one-line reply (POP3).
+    pub fn cmd(&mut self, c: &str) -> String {
+        self.send(format!("{c}\r\n").as_bytes());
+        self.line()
+    }
+
+    /// One SMTP reply: (code, all lines joined with '\n').
+    pub fn reply(&mut self) -> (u16, String) {
+        let mut all = Vec::new();
+        loop {
+            let l = self.line();
+            let code: u16 = l.get(..3).and_then(|c| c.parse().ok()).unwrap_or_else(|| panic!("not an SMTP reply: {l:?}"));
+            let more = l.as_bytes().get(3) == Some(&b'-');
+            all.push(l);
+            if !more {
+                return (code, all.join("\n"));
+            }
+        }
+    }
+
+    /// Sends an SMTP command and returns its reply.
+    pub fn smtp(&mut self, c: &str) -> (u16, String) {
+        self.send(format!("{c}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Whether the node closes the connection (EOF or reset) within
+    /// `timeout`; bytes that arrive meanwhile are returned as well.
+    pub fn closed_within(&mut self, timeout: Duration) -> (bool, Vec<u8>) {
+        use std::io::Read;
+        let end = std::time::Instant::now() + timeout;
+        let mut got = std::mem::take(&mut self.buf);
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return (false, got);
+            }
+            self.sock.set_read_timeout(Some(left.max(Duration::from_millis(1)))).expect("set timeout");
+            let mut chunk = [0u8; 16384];
+            match self.sock.read(&mut chunk) {
+                Ok(0) => return (true, got),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return (false, got),
+                Err(_) => return (true, got),
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `timeout`; true once it holds.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

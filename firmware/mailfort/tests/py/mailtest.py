@@ -79,3 +79,39 @@ def wait_for(cond, timeout=10, what="condition"):
 
 def ok(name):
     print("ok", name, flush=True)
+
+
+def maildir_files(user, domain="example.test"):
+    """Paths of a user's messages in new/ and cur/, sorted."""
+    md = os.path.join(os.environ["STORE"], "mail", domain, user)
+    out = []
+    for sub in ("new", "cur"):
+        d = os.path.join(md, sub)
+        if os.path.isdir(d):
+            out += [os.path.join(d, n) for n in os.listdir(d)]
+    return sorted(out)
+
+
+def deliver(msg, rcpts=("alice@example.test",), sender="carol@remote.test"):
+    """Delivers `msg` (bytes with CRLF line ends) over the SMTP port with
+    smtplib; returns the path of the new file in the first recipient's
+    Maildir."""
+    import smtplib
+    user = rcpts[0].split("@")[0]
+    before = set(maildir_files(user))
+    s = smtplib.SMTP(*addr("SMTP"), timeout=20)
+    refused = s.sendmail(sender, list(rcpts), msg)
+    s.quit()
+    assert not refused, refused
+    new = sorted(set(maildir_files(user)) - before)
+    assert len(new) == 1, new
+    return new[0]
+
+
+def pop3_stuff(data):
+    """RFC 1939 3: the multi-line form of `data` (ending in CRLF) as a server
+    sends it, with the terminating line."""
+    lines = data.split(b"\r\n")
+    assert lines[-1] == b"", "data must end with CRLF"
+    out = b"".join((b"." + l if l.startswith(b".") else l) + b"\r\n" for l in lines[:-1])
+    return out + b".\r\n"
