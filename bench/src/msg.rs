@@ -89,7 +89,8 @@ pub struct WireMessage {
     pub size: usize,
 }
 
-const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,;:-_()'!?";
+const ALPHABET: &[u8] =
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ,;:-_()'!?";
 
 /// Builds message number `seq` of run `run_id`, about `size` bytes long.
 pub fn build(run_id: &str, seq: u64, size: usize, from: &str, to: &str, helo: &str) -> WireMessage {
@@ -280,7 +281,10 @@ mod tests {
         let raw = unstuff(&m.wire);
         assert_eq!(raw.len(), m.size);
         assert!((m.size as i64 - 10 * 1024).abs() < 200, "size {}", m.size);
-        let want = Check::Bench { token: "abc.7".into(), intact: true };
+        let want = Check::Bench {
+            token: "abc.7".into(),
+            intact: true,
+        };
         assert_eq!(check(&raw), want);
         let mut stored = b"Return-Path: <a@x.test>\r\nReceived: from x\r\n\tby y\r\n".to_vec();
         stored.extend_from_slice(&raw);
@@ -289,7 +293,13 @@ mod tests {
         let mut bad = lf.clone();
         let n = bad.len();
         bad[n - 5] ^= 1;
-        assert_eq!(check(&bad), Check::Bench { token: "abc.7".into(), intact: false });
+        assert_eq!(
+            check(&bad),
+            Check::Bench {
+                token: "abc.7".into(),
+                intact: false
+            }
+        );
         // the wire form has stuffed dots and no bare lone dot line
         let text = std::str::from_utf8(&m.wire).unwrap();
         assert!(text.contains("\r\n..") && !text[..text.len() - 3].contains("\r\n.\r\n"));
@@ -299,7 +309,10 @@ mod tests {
     fn small_sizes() {
         for size in [0, 1, 100, 500, 1000] {
             let m = build("r", 1, size, "a@x.test", "b@x.test", "h");
-            assert!(matches!(check(&unstuff(&m.wire)), Check::Bench { intact: true, .. }));
+            assert!(matches!(
+                check(&unstuff(&m.wire)),
+                Check::Bench { intact: true, .. }
+            ));
         }
     }
 

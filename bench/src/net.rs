@@ -24,7 +24,11 @@ impl Conn {
             .with_context(|| format!("connect to {target}"))?;
         stream.set_nodelay(true).ok();
         let (r, w) = stream.into_split();
-        Ok(Conn { rd: BufReader::with_capacity(64 * 1024, r), wr: w, timeout: t })
+        Ok(Conn {
+            rd: BufReader::with_capacity(64 * 1024, r),
+            wr: w,
+            timeout: t,
+        })
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {
@@ -70,5 +74,9 @@ async fn read_line(rd: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> Resu
 
 /// Printable form of a server line for error messages.
 pub fn show(line: &[u8]) -> String {
-    String::from_utf8_lossy(line).trim_end().chars().take(200).collect()
+    String::from_utf8_lossy(line)
+        .trim_end()
+        .chars()
+        .take(200)
+        .collect()
 }
