@@ -115,7 +115,7 @@ impl Announcer {
             self.release();
             return;
         };
-        self.hold_lease(live).await;
+        self.hold_lease().await;
         self.state.holder = self.lease.is_some();
         if self.lease.is_none() {
             // Another node announces; forget what we applied, so that a
@@ -160,18 +160,17 @@ impl Announcer {
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
     }
 
-    async fn hold_lease(&mut self, live: &LiveSet) {
+    async fn hold_lease(&mut self) {
         let store = self.store.clone();
         let node = self.node.clone();
         let instance = self.instance.clone();
-        let live = live.clone();
         let lease = self.lease.take();
         let r = tokio::task::spawn_blocking(move || match lease {
             Some(l) => match l.refresh() {
                 Ok(()) => Some(l),
                 Err(_) => None,
             },
-            None => store.take_lease(ANNOUNCER_LEASE, Claimant { node: &node, instance: &instance }, LEASE_TTL, &|h| !live.holder_alive(h)).ok(),
+            None => store.take_lease(ANNOUNCER_LEASE, Claimant { node: &node, instance: &instance }, LEASE_TTL, &|h| crate::live::holder_dead(&store, &node, h)).ok(),
         })
         .await;
         let had = self.state.holder;

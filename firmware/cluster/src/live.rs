@@ -162,6 +162,27 @@ pub fn read_live_set(store: &Store, me: &str) -> Result<LiveSet, LiveError> {
     Ok(LiveSet { nodes })
 }
 
+/// Whether the holder of a lease is dead, judged from its node's heartbeat
+/// read *now* (not from a cached live set, which may predate a node that
+/// just started or restarted): dead when the heartbeat says stopped, is
+/// older than [`DEAD_AFTER`], or belongs to another process instance (the
+/// node restarted since it took the lease). A node with no heartbeat at
+/// all is not judged here; the lease's own TTL covers it.
+pub fn holder_dead(store: &Store, me: &str, h: &Holder) -> bool {
+    let path = nodes_dir(store).join(&h.node);
+    let (Ok(text), Ok(mtime)) = (fs::read_to_string(&path), fs::metadata(&path).and_then(|m| m.modified())) else {
+        return false;
+    };
+    let Ok(info) = toml::from_str::<NodeInfo>(&text) else {
+        return false;
+    };
+    let Ok(now) = store.now(me) else {
+        return false;
+    };
+    let age = now.duration_since(mtime).unwrap_or_default();
+    info.state != STATE_SERVING || age > DEAD_AFTER || (!h.instance.is_empty() && info.instance != h.instance)
+}
+
 /// A fresh random instance id.
 pub fn new_instance() -> String {
     format!("{:016x}", rand::random::<u64>())

@@ -20,6 +20,8 @@ const MAX_BAD_COMMANDS: u32 = 20;
 const MAX_AUTH_LINE: usize = 12288 + 2;
 /// Bytes read from a message file at once while sending it.
 const READ_CHUNK: usize = 64 * 1024;
+/// Messages up to this size are read whole; larger ones are streamed.
+const WHOLE_READ_MAX: u64 = 1024 * 1024;
 
 enum Flow {
     Continue,
@@ -246,14 +248,13 @@ impl Session {
         let store = self.shared.store.clone();
         let node = self.shared.config.node.clone();
         let instance = self.shared.instance.clone();
-        let live = self.shared.live_set();
         let ttl = Duration::from_secs(self.shared.config.limits.maildrop_lock_ttl_secs);
         let u = user.clone();
         let r = tokio::task::spawn_blocking(move || {
             // A lock whose holder is no longer in the live set (a node that
             // was killed) is broken at once, without waiting for the TTL.
             let who = store::Claimant { node: &node, instance: &instance };
-            let lock = store.lock_maildrop(&u, who, ttl, &|h| !live.holder_alive(h))?;
+            let lock = store.lock_maildrop(&u, who, ttl, &|h| cluster::live::holder_dead(&store, &node, h))?;
             let messages = store.list_messages(&u)?;
             Ok::<_, LockError>((lock, messages))
         })
@@ -409,6 +410,34 @@ impl Session {
     /// RETR (whole message) or TOP (headers and `lines` body lines), dot-
     /// stuffed (RFC 1939 3) and streamed from the file.
     async fn send_message(&mut self, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
+        if m.size <= WHOLE_READ_MAX {
+            // Small messages (most mail) in one trip to the blocking pool.
+            let path = m.path.clone();
+            let data = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+                Ok(Ok(d)) => d,
+                _ => {
+                    tracing::error!(path = %m.path.display(), "cannot read message");
+                    return self.err("[SYS/TEMP] message cannot be read now").await;
+                }
+            };
+            let take = match lines {
+                Some(n) => TopCut::new(n).feed(&data).0,
+                None => data.len(),
+            };
+            let head = match lines {
+                None => format!("+OK {} octets\r\n", m.size),
+                Some(_) => "+OK\r\n".to_string(),
+            };
+            let mut out = Vec::with_capacity(head.len() + take + take / 64 + 8);
+            out.extend_from_slice(head.as_bytes());
+            let mut stuffer = DotStuffer::new();
+            let start = out.len();
+            out.resize(start + take * 2 + 2, 0);
+            let (_, w) = stuffer.stuff(&data[..take], &mut out[start..]);
+            out.truncate(start + w);
+            out.extend_from_slice(stuffer.finish());
+            return self.conn().send(&out).await;
+        }
         let mut file = match tokio::fs::File::open(&m.path).await {
             Ok(f) => f,
             Err(e) => {

@@ -175,3 +175,50 @@ fn accounts_change_without_restart() {
     assert!(r.starts_with("-ERR [AUTH]"), "a deleted account still logs in: {r}");
     assert_eq!(f.mailbox_files("dave@example.test").len(), 1);
 }
+
+/// A maildrop lock taken on a node that started a moment ago is in force
+/// on the other nodes at once: a node must not take the lock holder for
+/// dead just because it has not seen the holder's heartbeat yet.
+#[test]
+fn lock_of_a_just_started_node_is_respected() {
+    let f = Fixture::new();
+    let cfg = cfg_arg(&f.fast_config(""));
+    let node1 = Node::start(&f, "node1", &["--config", &cfg, "--allow-plaintext-auth"]);
+    for round in 0..3 {
+        let node2 = Node::start(&f, "node2", &["--config", &cfg, "--allow-plaintext-auth"]);
+        let mut a = connect_pop3(&node2);
+        let r = pop3_login(&mut a, "alice@example.test", "secret");
+        assert!(r.starts_with("+OK"), "round {round}: {r}");
+        let mut b = connect_pop3(&node1);
+        let r = pop3_login(&mut b, "alice@example.test", "secret");
+        assert!(r.starts_with("-ERR [IN-USE]"), "round {round}: node1 took the maildrop locked by a session on node2: {r}\n--- node1 log ---\n{}", node1.log_text());
+        assert!(b.cmd("QUIT").starts_with("+OK"));
+        let r = a.cmd("QUIT");
+        assert!(r.starts_with("+OK"), "round {round}: {r}");
+        assert!(wait_until(Duration::from_secs(2), || !f.store.join(LOCK).exists()), "lock not released");
+        drop(node2);
+    }
+}
+
+/// RFC 2449 4: a server that offers CAPA accepts command lines of up to
+/// 255 octets, so arguments longer than RFC 1939's 40 characters, such as
+/// a long address given to USER.
+#[test]
+fn long_user_names_log_in() {
+    let f = Fixture::new();
+    let long = "firstname.middlename.lastname.department@example.test";
+    assert!(long.len() > 40);
+    f.add_user(long, "pw");
+    let cfg = cfg_arg(&f.fast_config(""));
+    let node = Node::start(&f, "node1", &["--config", &cfg, "--allow-plaintext-auth"]);
+    let mut w = connect_pop3(&node);
+    let r = w.cmd(&format!("USER {long}"));
+    assert!(r.starts_with("+OK"), "USER with a {}-character address: {r}", long.len());
+    let r = w.cmd("PASS pw");
+    assert_eq!(r, "+OK maildrop has 0 messages (0 octets)");
+    assert!(w.cmd("QUIT").starts_with("+OK"));
+    // Longer than a command line may be: refused, not a crash.
+    let mut w = connect_pop3(&node);
+    let r = w.cmd(&format!("USER {}@example.test", "a".repeat(300)));
+    assert!(r.starts_with("-ERR"), "{r}");
+}
