@@ -140,6 +140,10 @@ struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Address published in DNS for this node (repeatable; default: the
+    /// SMTP listen addresses unless they are wildcards).
+    #[arg(long, value_name = "IP")]
+    advertise: Vec<std::net::IpAddr>,
     /// Allow AUTH and USER/PASS without TLS (tests on loopback only).
     #[arg(long)]
     allow_plaintext_auth: bool,
@@ -283,6 +287,9 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
     if a.tls_key.is_some() {
         cfg.tls_key = a.tls_key;
+    }
+    if !a.advertise.is_empty() {
+        cfg.advertise = a.advertise;
     }
     cfg.allow_plaintext_auth |= a.allow_plaintext_auth;
     cfg.validate().map_err(anyhow::Error::msg)?;
