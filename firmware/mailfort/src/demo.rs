@@ -100,6 +100,7 @@ impl DemoNode {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
+    stamp();
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into())).with_writer(std::io::stderr).init();
     std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
