@@ -39,11 +39,14 @@ pub struct Conn {
     wbuf: Vec<u8>,
     pub tls: bool,
     shutdown: watch::Receiver<bool>,
+    /// How long a write may wait for the client to read: a client that
+    /// stops reading must not hold its session (and its locks) forever.
+    write_timeout: Duration,
 }
 
 impl Conn {
-    pub fn new(stream: Box<dyn Stream>, tls: bool, shutdown: watch::Receiver<bool>) -> Conn {
-        Conn { stream, rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::with_capacity(1024), tls, shutdown }
+    pub fn new(stream: Box<dyn Stream>, tls: bool, shutdown: watch::Receiver<bool>, write_timeout: Duration) -> Conn {
+        Conn { stream, rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::with_capacity(1024), tls, shutdown, write_timeout }
     }
 
     /// Bytes received and not yet consumed.
@@ -130,8 +133,14 @@ impl Conn {
 
     pub async fn flush(&mut self) -> Result<(), ConnError> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
-            self.stream.flush().await?;
+            let write = async {
+                self.stream.write_all(&self.wbuf).await?;
+                self.stream.flush().await
+            };
+            match tokio::time::timeout(self.write_timeout, write).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ConnError::Timeout),
+            }
             self.wbuf.clear();
         }
         Ok(())
@@ -147,12 +156,12 @@ impl Conn {
     pub async fn start_tls(mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Conn, ConnError> {
         self.flush().await?;
         let tls = acceptor.accept(self.stream).await?;
-        Ok(Conn { stream: Box::new(tls), rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::new(), tls: true, shutdown: self.shutdown })
+        Ok(Conn { stream: Box::new(tls), rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::new(), tls: true, shutdown: self.shutdown, write_timeout: self.write_timeout })
     }
 
     pub async fn close(mut self) {
         let _ = self.flush().await;
-        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(self.write_timeout, self.stream.shutdown()).await;
     }
 }
 

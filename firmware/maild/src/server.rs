@@ -367,12 +367,13 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
         return;
     };
     let shared = shared.clone();
+    let write_timeout = if service.is_pop3() { shared.config.limits.pop3_idle() } else { shared.config.limits.smtp_idle() };
     tokio::spawn(async move {
         let _slot = slot;
         let _done = done;
         let conn = if service.implicit_tls() {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, shared.tls.accept(sock)).await {
-                Ok(Ok(s)) => Conn::new(Box::new(s), true, shutdown),
+                Ok(Ok(s)) => Conn::new(Box::new(s), true, shutdown, write_timeout),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
@@ -380,7 +381,7 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
                 Err(_) => return,
             }
         } else {
-            Conn::new(Box::new(sock), false, shutdown)
+            Conn::new(Box::new(sock), false, shutdown, write_timeout)
         };
         if service.is_pop3() {
             pop3::Session::new(shared, conn, peer).run().await;

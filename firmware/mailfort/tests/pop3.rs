@@ -158,12 +158,15 @@ fn accounts_change_without_restart() {
     assert_eq!(s.smtp("Subject: welcome\r\n\r\nhi dave\r\n.").0, 250);
     assert_eq!(s.smtp("QUIT").0, 221);
 
-    let o = run(&["user", "passwd", "--store", f.store_arg(), "dave@example.test", "--password-stdin"], "pw-two\n");
+    // RFC 1939 7: PASS takes the rest of the line, spaces included.
+    let o = run(&["user", "passwd", "--store", f.store_arg(), "dave@example.test", "--password-stdin"], "pw two  words\n");
     assert!(o.status.success(), "{}", text(&o));
     let mut w = connect_pop3(&node);
     let r = pop3_login(&mut w, "dave@example.test", "pw-one");
     assert!(r.starts_with("-ERR [AUTH]"), "the old password still works: {r}");
-    let r = pop3_login(&mut w, "dave@example.test", "pw-two");
+    let r = pop3_login(&mut w, "dave@example.test", "pw two");
+    assert!(r.starts_with("-ERR [AUTH]"), "a password prefix works: {r}");
+    let r = pop3_login(&mut w, "dave@example.test", "pw two  words");
     assert!(r.starts_with("+OK maildrop has 1 messages"), "{r}");
     assert!(w.cmd("QUIT").starts_with("+OK"));
 
@@ -171,7 +174,7 @@ fn accounts_change_without_restart() {
     let o = run(&["user", "del", "--store", f.store_arg(), "dave@example.test"], "");
     assert!(o.status.success(), "{}", text(&o));
     let mut w = connect_pop3(&node);
-    let r = pop3_login(&mut w, "dave@example.test", "pw-two");
+    let r = pop3_login(&mut w, "dave@example.test", "pw two  words");
     assert!(r.starts_with("-ERR [AUTH]"), "a deleted account still logs in: {r}");
     assert_eq!(f.mailbox_files("dave@example.test").len(), 1);
 }
