@@ -110,6 +110,63 @@ impl Limits {
     }
 }
 
+/// Delivery of queued mail to other domains.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Run the queue runner on this node.
+    pub enabled: bool,
+    /// The DNS server for MX lookups, IP:PORT; default: /etc/resolv.conf.
+    pub dns_server: Option<SocketAddr>,
+    /// The port of other domains' mail servers: 25 (RFC 5321 4.5.4.2 uses
+    /// the standard port); other values are for tests.
+    pub smtp_port: u16,
+    /// Queue entries delivered at once by this node.
+    pub concurrency: usize,
+    /// First retry after this many seconds; doubled after each failure up
+    /// to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Give up and bounce after this long (RFC 5321 4.5.4.1: at least 4-5
+    /// days).
+    pub max_lifetime_secs: u64,
+    /// Tell the sender once when a message has waited this long.
+    pub delay_warning_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// RFC 5321 4.5.3.2: 5 minutes for replies to commands.
+    pub command_timeout_secs: u64,
+    /// RFC 5321 4.5.3.2.6: 10 minutes for the reply after the data.
+    pub data_timeout_secs: u64,
+    /// Domains that must be reached over TLS with a valid certificate;
+    /// others get opportunistic STARTTLS.
+    pub require_tls_domains: Vec<String>,
+    /// Extra trust anchors (PEM) for verified TLS.
+    pub tls_ca_file: Option<PathBuf>,
+    /// How often the queue is scanned for due entries, milliseconds.
+    pub scan_interval_ms: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            enabled: true,
+            dns_server: None,
+            smtp_port: 25,
+            concurrency: 16,
+            retry_base_secs: 300,
+            retry_max_secs: 4 * 3600,
+            max_lifetime_secs: 5 * 24 * 3600,
+            delay_warning_secs: 4 * 3600,
+            connect_timeout_secs: 30,
+            command_timeout_secs: 300,
+            data_timeout_secs: 600,
+            require_tls_domains: Vec::new(),
+            tls_ca_file: None,
+            scan_interval_ms: 1000,
+        }
+    }
+}
+
 /// Everything a node needs to serve.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -131,6 +188,7 @@ pub struct NodeConfig {
     /// AUTH and USER/PASS without TLS: for tests on loopback only.
     pub allow_plaintext_auth: bool,
     pub limits: Limits,
+    pub outbound: OutboundConfig,
 }
 
 impl Default for NodeConfig {
@@ -150,6 +208,7 @@ impl Default for NodeConfig {
             advertise: Vec::new(),
             allow_plaintext_auth: false,
             limits: Limits::default(),
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -188,6 +247,9 @@ impl NodeConfig {
         }
         if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() {
             return Err("every service is off; nothing to serve".into());
+        }
+        if self.outbound.concurrency < 1 || self.outbound.retry_base_secs < 1 || self.outbound.retry_max_secs < self.outbound.retry_base_secs {
+            return Err("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs".into());
         }
         self.limits.validate()
     }

@@ -92,6 +92,8 @@ pub struct Shared {
     healthy: AtomicBool,
     /// The live set as last read; the announcer wakes on every change.
     live: watch::Sender<Arc<LiveSet>>,
+    /// Wakes the queue runner when a message for another domain arrives.
+    pub queue_notify: tokio::sync::Notify,
     counts: Mutex<ConnCounts>,
 }
 
@@ -204,7 +206,7 @@ impl Node {
         let heartbeat = Heartbeat::new(&store, info);
         heartbeat.publish()?;
         let live = read_live_set(&store, &config.node)?;
-        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), counts: Mutex::new(ConnCounts::default()) });
+        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
 
@@ -253,6 +255,7 @@ impl Node {
         let heartbeat = Arc::new(Mutex::new(self.heartbeat));
         let monitor = tokio::spawn(monitor(self.shared.clone(), heartbeat.clone(), shutdown_rx.clone()));
         let announcer = tokio::spawn(announce(self.shared.clone(), shutdown_rx.clone()));
+        let outbound = tokio::spawn(crate::outbound::run(self.shared.clone(), shutdown_rx.clone()));
         stop.await;
         tracing::info!("shutting down: no new connections; finishing transactions in progress");
         let _ = shutdown_tx.send(true);
@@ -260,6 +263,7 @@ impl Node {
             let _ = t.await;
         }
         let _ = announcer.await;
+        let _ = outbound.await;
         let _ = monitor.await;
         let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {

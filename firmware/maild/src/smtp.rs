@@ -390,11 +390,14 @@ impl Session {
                 None
             } else {
                 let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                Some(Envelope { from: tx.from.clone(), rcpts: tx.remote.clone(), created, node: self.shared.config.node.clone(), attempts: 0, last_error: None })
+                Some(Envelope { from: tx.from.clone(), rcpts: tx.remote.clone(), created, node: self.shared.config.node.clone(), ..Default::default() })
             };
             match body.commit(tx.local.clone(), env).await {
                 Ok(()) => {
                     tracing::info!(id = %name, from = %tx.from, local = tx.local.len(), remote = tx.remote.len(), size, "accepted");
+                    if !tx.remote.is_empty() {
+                        self.shared.queue_notify.notify_one();
+                    }
                     self.reply(250, "2.0.0", &format!("OK: queued as {name}")).await?;
                 }
                 Err(e) => {

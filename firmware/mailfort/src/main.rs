@@ -103,6 +103,24 @@ enum QueueCmd {
         #[command(flatten)]
         store: StoreArg,
     },
+    /// Show one entry: envelope, state and the message's headers.
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        id: String,
+    },
+    /// Make an entry due now (the next scan of any live node tries it).
+    Retry {
+        #[command(flatten)]
+        store: StoreArg,
+        id: String,
+    },
+    /// Remove an entry without delivering it (no notification is sent).
+    Delete {
+        #[command(flatten)]
+        store: StoreArg,
+        id: String,
+    },
 }
 
 #[derive(Args)]
@@ -168,7 +186,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::User(cmd) => user(cmd),
-        Cmd::Queue(QueueCmd::List { store }) => {
+        Cmd::Queue(cmd) => queue(cmd),
+        Cmd::Serve(args) => serve(args),
+        Cmd::Cluster(c) => cluster_cmd::run(c),
+        Cmd::Demo(a) => demo::run(a),
+    }
+}
+
+fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let state = |s: &Store, e: &store::QueueEntry| -> String {
+        let held = s.lease_holder(&maild::outbound::lease_name(&e.id), "admin").ok().flatten();
+        match held {
+            Some((h, _)) => format!("being delivered by {}", h.node),
+            None if e.envelope.next_attempt <= now => "due now".into(),
+            None => format!("next attempt in {}s", e.envelope.next_attempt - now),
+        }
+    };
+    match cmd {
+        QueueCmd::List { store } => {
             let s = Store::open(&store.store)?;
             let entries = s.queue_list()?;
             if entries.is_empty() {
@@ -176,14 +212,45 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             for e in entries {
                 let from = if e.envelope.from.is_empty() { "<>".to_string() } else { e.envelope.from.clone() };
-                println!("{}  {} bytes  from {}  to {}  attempts {}{}", e.id, e.size, from, e.envelope.rcpts.join(", "), e.envelope.attempts, e.envelope.last_error.map(|x| format!("  last error: {x}")).unwrap_or_default());
+                println!("{}  {} bytes  from {}  to {}  attempts {}  {}{}", e.id, e.size, from, e.envelope.rcpts.join(", "), e.envelope.attempts, state(&s, &e), e.envelope.last_error.as_ref().map(|x| format!("  last error: {x}")).unwrap_or_default());
             }
-            Ok(())
         }
-        Cmd::Serve(args) => serve(args),
-        Cmd::Cluster(c) => cluster_cmd::run(c),
-        Cmd::Demo(a) => demo::run(a),
+        QueueCmd::Show { store, id } => {
+            let s = Store::open(&store.store)?;
+            let e = s.queue_get(&id).map_err(|_| anyhow::anyhow!("no queue entry {id}"))?;
+            let env = &e.envelope;
+            println!("id:           {}", e.id);
+            println!("size:         {} bytes", e.size);
+            println!("from:         <{}>", env.from);
+            println!("to:           {}", env.rcpts.join(", "));
+            println!("accepted by:  {} at {}", env.node, maild::date::rfc5322(std::time::UNIX_EPOCH + std::time::Duration::from_secs(env.created)));
+            println!("attempts:     {}", env.attempts);
+            println!("state:        {}", state(&s, &e));
+            if let Some(err) = &env.last_error {
+                println!("last error:   {err}");
+            }
+            let msg = std::fs::read(s.queue_message_path(&e.id))?;
+            let end = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(msg.len());
+            println!("\n{}", String::from_utf8_lossy(&msg[..end]).replace("\r\n", "\n"));
+        }
+        QueueCmd::Retry { store, id } => {
+            let s = Store::open(&store.store)?;
+            let mut e = s.queue_get(&id).map_err(|_| anyhow::anyhow!("no queue entry {id}"))?;
+            e.envelope.next_attempt = 0;
+            if !s.queue_update(&id, &e.envelope)? {
+                bail!("no queue entry {id}");
+            }
+            println!("{id} is due now");
+        }
+        QueueCmd::Delete { store, id } => {
+            let s = Store::open(&store.store)?;
+            if !s.queue_remove(&id)? {
+                bail!("no queue entry {id}");
+            }
+            println!("deleted {id}");
+        }
     }
+    Ok(())
 }
 
 fn open_store(p: &Path) -> anyhow::Result<Store> {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil;
 use crate::store::{io_err, Store, StoreError};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Envelope {
     /// Envelope sender; empty for the null reverse-path.
     pub from: String,
@@ -23,7 +23,12 @@ pub struct Envelope {
     /// The node that accepted it.
     pub node: String,
     pub attempts: u32,
+    /// Seconds since the epoch before which no node tries again (0: now).
+    pub next_attempt: u64,
     pub last_error: Option<String>,
+    /// A "delayed" notification went to the sender already (it is sent
+    /// once, RFC 3464 2.3.3).
+    pub delay_notified: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +70,52 @@ impl Store {
         Ok(out)
     }
 
+    /// The message file of a queue entry. The stored message begins with
+    /// the trace headers added on receipt (Return-Path among them).
+    pub fn queue_message_path(&self, id: &str) -> PathBuf {
+        self.queue_dir().join(format!("{id}.msg"))
+    }
+
+    /// Replaces an entry's envelope. Returns false (and writes nothing) if
+    /// the entry was deleted meanwhile, so a deletion is never undone.
+    pub fn queue_update(&self, id: &str, env: &Envelope) -> Result<bool, StoreError> {
+        let q = self.queue_dir();
+        let path = q.join(format!("{id}.env"));
+        if !path.exists() {
+            return Ok(false);
+        }
+        let bytes = postcard::to_allocvec(env).map_err(|e| StoreError::Io { path: path.clone(), source: io::Error::other(e) })?;
+        fsutil::write_atomic(&path, &bytes).map_err(io_err(&q))?;
+        Ok(true)
+    }
+
+    /// Removes an entry: the envelope first (so the entry is gone for every
+    /// node at once), then the message.
+    pub fn queue_remove(&self, id: &str) -> Result<bool, StoreError> {
+        if id.contains('/') || id.starts_with('.') || id.is_empty() {
+            return Ok(false);
+        }
+        let q = self.queue_dir();
+        let env = q.join(format!("{id}.env"));
+        let existed = match fs::remove_file(&env) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(StoreError::Io { path: env, source: e }),
+        };
+        let _ = fs::remove_file(q.join(format!("{id}.msg")));
+        fsutil::sync_dir(&q).map_err(io_err(&q))?;
+        Ok(existed)
+    }
+
+    /// Queues a message made here (a delivery status notification, say).
+    pub fn enqueue(&self, node: &str, message: &[u8], env: &Envelope) -> Result<String, StoreError> {
+        let mut spool = self.spool(node)?;
+        let id = spool.name().to_string();
+        spool.write_all(message).map_err(io_err(&self.queue_dir()))?;
+        spool.commit(self, &[], Some(env))?;
+        Ok(id)
+    }
+
     pub fn queue_get(&self, id: &str) -> Result<QueueEntry, StoreError> {
         if id.contains('/') || id.starts_with('.') {
             return Err(StoreError::Io { path: PathBuf::from(id), source: io::Error::new(io::ErrorKind::NotFound, "no such queue entry") });
@@ -90,7 +141,7 @@ mod tests {
         let mut sp = s.spool("n1").unwrap();
         sp.write_all(b"body\r\n").unwrap();
         let id = sp.name().to_string();
-        let env = Envelope { from: "a@example.test".into(), rcpts: vec!["x@remote.test".into()], created: 1, node: "n1".into(), attempts: 0, last_error: None };
+        let env = Envelope { from: "a@example.test".into(), rcpts: vec!["x@remote.test".into()], created: 1, node: "n1".into(), ..Default::default() };
         sp.commit(&s, &[], Some(&env)).unwrap();
         let l = s.queue_list().unwrap();
         assert_eq!(l.len(), 1);
@@ -98,5 +149,14 @@ mod tests {
         assert_eq!(l[0].envelope, env);
         assert_eq!(l[0].size, 6);
         assert!(s.queue_get("../x").is_err());
+        let mut env2 = env.clone();
+        env2.attempts = 3;
+        assert!(s.queue_update(&id, &env2).unwrap());
+        assert_eq!(s.queue_get(&id).unwrap().envelope.attempts, 3);
+        assert!(s.queue_remove(&id).unwrap());
+        assert!(!s.queue_update(&id, &env2).unwrap());
+        assert!(s.queue_list().unwrap().is_empty());
+        let id2 = s.enqueue("n1", b"dsn\r\n", &env).unwrap();
+        assert_eq!(s.queue_get(&id2).unwrap().size, 5);
     }
 }
