@@ -5,74 +5,17 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const KEY_NAME: &str = "mailfort-announcer.";
-/// 32 random octets, base64.
-const KEY_SECRET: &str = "q3Fv2m0u1yRk9Yc3o6bD0i9H1pX7rT2sN4wL8eJ5aZE=";
 const WRONG_SECRET: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+const KEY_SECRET: &str = TSIG_KEY_SECRET;
+const KEY_NAME: &str = TSIG_KEY_NAME;
 const WAIT: Duration = Duration::from_secs(30);
+const ZONE: &str = "$TTL 300\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 604800 60\n@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\n";
 
-struct Named {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    for _ in 0..64 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
-
-fn named_binary() -> PathBuf {
-    for p in ["/usr/sbin/named", "/usr/bin/named"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("BIND 9 `named` is not installed; scripts/test installs it (apt-get install bind9 bind9-dnsutils)");
-}
-
-/// Writes a fresh zone (only SOA, NS and ns1) and starts named on it.
-fn start_named(dir: &Path, port: u16) -> Named {
-    let d = dir.display();
-    std::fs::write(
-        dir.join("named.conf"),
-        format!(
-            "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no; notify no; dnssec-validation no; }};\n\
-             controls {{ }};\n\
-             key \"{KEY_NAME}\" {{ algorithm hmac-sha256; secret \"{KEY_SECRET}\"; }};\n\
-             zone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; allow-update {{ key \"{KEY_NAME}\"; }}; }};\n"
-        ),
-    )
-    .unwrap();
-    std::fs::write(dir.join("example.test.zone"), "$TTL 300\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 604800 60\n@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\n").unwrap();
-    let _ = std::fs::remove_file(dir.join("example.test.zone.jnl"));
-    let log = std::fs::File::create(dir.join("named.log")).unwrap();
-    let child = Command::new(named_binary()).arg("-g").arg("-c").arg(dir.join("named.conf")).stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start named");
-    let n = Named { child, port, dir: dir.to_path_buf() };
-    wait_for("named to answer", || dig(port, "SOA", "example.test").contains("ns1.example.test."));
-    n
-}
-
-/// `dig +short` against the test's BIND.
-fn dig(port: u16, rtype: &str, name: &str) -> String {
-    let o = Command::new("dig").args([&format!("@127.0.0.1"), "-p", &port.to_string(), "+short", "+tries=1", "+time=2", rtype, name]).output().expect("dig is installed with bind9-dnsutils");
-    String::from_utf8_lossy(&o.stdout).to_string()
+fn bind(dir: &Path, port: u16) -> Named {
+    start_named(dir, port, &[("example.test", ZONE)])
 }
 
 fn mx(port: u16) -> Vec<String> {
@@ -81,12 +24,8 @@ fn mx(port: u16) -> Vec<String> {
     v
 }
 
-fn wait_for(what: &str, cond: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait(what: &str, cond: impl Fn() -> bool) {
+    wait_for(what, WAIT, cond)
 }
 
 fn set_dns(f: &Fixture, port: u16, secret: &str) {
@@ -105,14 +44,14 @@ fn bind_follows_the_live_set() {
     let f = Fixture::new();
     let bind_dir = f.dir.path().join("bind");
     std::fs::create_dir(&bind_dir).unwrap();
-    let port = free_port();
-    let named = start_named(&bind_dir, port);
+    let port = free_udp_tcp_port();
+    let named = bind(&bind_dir, port);
     set_dns(&f, port, KEY_SECRET);
-    let mut n1 = Node::start(&f, "node1", &["--rank", "1"]);
+    let n1 = Node::start(&f, "node1", &["--rank", "1"]);
     let _n2 = Node::start(&f, "node2", &["--rank", "2"]);
     let _n3 = Node::start(&f, "node3", &["--rank", "3"]);
     let all = vec!["10 node1.example.test.", "20 node2.example.test.", "30 node3.example.test."];
-    wait_for("three MX records in BIND", || mx(port) == all);
+    wait("three MX records in BIND", || mx(port) == all);
     assert_eq!(dig(port, "A", "mail.example.test").trim(), "127.0.0.1");
     assert_eq!(dig(port, "A", "node2.example.test").trim(), "127.0.0.1");
     let st = status(&f);
@@ -122,7 +61,7 @@ fn bind_follows_the_live_set() {
     // SIGKILL the preferred node (which took the announcer lease first).
     n1.signal(libc::SIGKILL);
     let killed = Instant::now();
-    wait_for("BIND to drop node1", || mx(port) == all[1..].to_vec());
+    wait("BIND to drop node1", || mx(port) == all[1..].to_vec());
     println!("BIND dropped the killed node after {:.1}s", killed.elapsed().as_secs_f64());
     let st = status(&f);
     assert!(st.lines().any(|l| l.starts_with("node1") && l.contains(" dead ")), "{st}");
@@ -130,17 +69,17 @@ fn bind_follows_the_live_set() {
 
     // node1 returns.
     let n1b = Node::start(&f, "node1", &["--rank", "1"]);
-    wait_for("BIND to list node1 again", || mx(port) == all);
+    wait("BIND to list node1 again", || mx(port) == all);
 
     // A DNS server restarted with old data is corrected by the re-check.
     drop(named);
-    let named = start_named(&bind_dir, port);
+    let named = bind(&bind_dir, port);
     assert!(mx(port).is_empty());
-    wait_for("the announcer to restore the records", || mx(port) == all);
+    wait("the announcer to restore the records", || mx(port) == all);
 
     // A refused update is logged with the reason and retried.
     set_dns(&f, port, WRONG_SECRET);
-    wait_for("a logged TSIG refusal", || [&n1b, &_n2, &_n3].iter().any(|n| n.log_text().contains("BADSIG")));
+    wait("a logged TSIG refusal", || [&n1b, &_n2, &_n3].iter().any(|n| n.log_text().contains("BADSIG")));
     set_dns(&f, port, KEY_SECRET);
     drop(named);
 }
@@ -170,18 +109,18 @@ fn a_node_whose_store_fails_stops_accepting_and_recovers() {
     let _guard = BindMount(mnt.clone());
     let _n1 = Node::start(&f, "node1", &["--rank", "1"]);
     let n2 = Node::start(&f, "node2", &["--rank", "2", "--allow-plaintext-auth", "--store", mnt.to_str().unwrap()]);
-    wait_for("both nodes live", || status(&f).matches(" live ").count() == 2);
+    wait("both nodes live", || status(&f).matches(" live ").count() == 2);
 
     // The store turns read-only under node2 only.
     sh(&["mount", "-o", "remount,bind,ro", mnt.to_str().unwrap()]);
     let out = python("store_failure.py", &n2, &f, &[("PHASE", "failed"), ("OTHER_SMTP", &_n1.smtp.to_string())]);
     assert!(out.contains("ok node2 refuses mail with 421"), "{out}");
-    wait_for("node2 to leave the live set", || status(&f).lines().any(|l| l.starts_with("node2") && l.contains(" dead ")));
+    wait("node2 to leave the live set", || status(&f).lines().any(|l| l.starts_with("node2") && l.contains(" dead ")));
 
     // The store comes back: node2 resumes by itself.
     sh(&["mount", "-o", "remount,bind,rw", mnt.to_str().unwrap()]);
     let out = python("store_failure.py", &n2, &f, &[("PHASE", "recovered")]);
     assert!(out.contains("ok node2 accepts mail again"), "{out}");
-    wait_for("node2 live again", || status(&f).matches(" live ").count() == 2);
+    wait("node2 live again", || status(&f).matches(" live ").count() == 2);
     assert!(n2.log_text().contains("the store does not answer"), "{}", n2.log_text());
 }
