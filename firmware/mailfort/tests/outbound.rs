@@ -254,3 +254,24 @@ fn queue_commands() {
     let o = run(&["queue", "delete", "--store", f.store_arg(), "../../etc"], "");
     assert!(!o.status.success());
 }
+
+#[test]
+fn a_long_delay_is_reported_once() {
+    let f = Fixture::new();
+    let dns = foreign_dns(f.dir.path());
+    let port = receiver_port();
+    let sink = Sink::start(&f, "127.0.0.4", port, &["--tempfail", "1000"]);
+    let cfg = f.fast_config(&format!("[outbound]\ndns_server = \"127.0.0.1:{}\"\nsmtp_port = {port}\nretry_base_secs = 1\nretry_max_secs = 1\nscan_interval_ms = 200\ndelay_warning_secs = 2\n", dns.port));
+    let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap(), "--allow-plaintext-auth"]);
+    let before = f.mailbox_files("alice@example.test").len();
+    submit(&node, &["x@flaky.test"], "slow");
+    wait_for("a delay notification", WAIT, || f.mailbox_files("alice@example.test").len() == before + 1);
+    // Several more attempts, and still one notification.
+    let seen = sink.transactions();
+    wait_for("more attempts", WAIT, || sink.transactions() >= seen + 3);
+    assert_eq!(f.mailbox_files("alice@example.test").len(), before + 1);
+    let dsn = std::fs::read_to_string(f.mailbox_files("alice@example.test").last().unwrap()).unwrap();
+    assert!(dsn.contains("Action: delayed") && dsn.contains("Final-Recipient: rfc822; x@flaky.test"), "{dsn}");
+    assert!(dsn.contains("Subject: Delayed Mail"), "{dsn}");
+    assert!(queue_list(&f).contains("x@flaky.test"), "still queued");
+}
