@@ -43,6 +43,9 @@ pub struct NodeInfo {
 }
 
 pub const STATE_SERVING: &str = "serving";
+/// Shutting down: finishing transactions, still holding its leases; no
+/// longer in DNS.
+pub const STATE_DRAINING: &str = "draining";
 pub const STATE_STOPPED: &str = "stopped";
 
 #[derive(Debug, Clone)]
@@ -123,7 +126,12 @@ impl Heartbeat {
     /// Marks the node stopped (a clean shutdown), so that others need not
     /// wait for the heartbeat to age.
     pub fn stop(&mut self) -> Result<(), LiveError> {
-        self.info.state = STATE_STOPPED.to_string();
+        self.set_state(STATE_STOPPED)
+    }
+
+    /// Publishes a new state (serving, draining, stopped).
+    pub fn set_state(&mut self, state: &str) -> Result<(), LiveError> {
+        self.info.state = state.to_string();
         self.publish()
     }
 }
@@ -164,7 +172,8 @@ pub fn read_live_set(store: &Store, me: &str) -> Result<LiveSet, LiveError> {
 
 /// Whether the holder of a lease is dead, judged from its node's heartbeat
 /// read *now* (not from a cached live set, which may predate a node that
-/// just started or restarted): dead when the heartbeat says stopped, is
+/// just started or restarted): dead when the heartbeat says stopped (not
+/// when it says draining), is
 /// older than [`DEAD_AFTER`], or belongs to another process instance (the
 /// node restarted since it took the lease). A node with no heartbeat at
 /// all is not judged here; the lease's own TTL covers it.
@@ -180,7 +189,8 @@ pub fn holder_dead(store: &Store, me: &str, h: &Holder) -> bool {
         return false;
     };
     let age = now.duration_since(mtime).unwrap_or_default();
-    info.state != STATE_SERVING || age > DEAD_AFTER || (!h.instance.is_empty() && info.instance != h.instance)
+    // A draining node still finishes its sessions: its leases stand.
+    info.state == STATE_STOPPED || age > DEAD_AFTER || (!h.instance.is_empty() && info.instance != h.instance)
 }
 
 /// A fresh random instance id.
@@ -209,7 +219,13 @@ mod tests {
         let holder = Holder { node: "n2".into(), instance: h2.info().instance.clone(), pid: 1, nonce: "x".into() };
         assert!(ls.holder_alive(&holder));
         assert!(!ls.holder_alive(&Holder { instance: "other".into(), ..holder.clone() }));
+        // Draining: out of the live set (and DNS), but its leases stand.
+        h2.set_state(STATE_DRAINING).unwrap();
+        assert_eq!(read_live_set(&s, "n1").unwrap().live_names(), vec!["n1"]);
+        assert!(!holder_dead(&s, "n1", &holder));
+        assert!(holder_dead(&s, "n1", &Holder { instance: "other".into(), ..holder.clone() }));
         h2.stop().unwrap();
+        assert!(holder_dead(&s, "n1", &holder));
         let ls = read_live_set(&s, "n1").unwrap();
         assert_eq!(ls.live_names(), vec!["n1"]);
         assert!(!ls.holder_alive(&holder));

@@ -279,11 +279,12 @@ impl Session {
         };
         let lock = Arc::new(lock);
         let refresher = {
-            let lock = lock.clone();
+            // Weak: the session alone decides when the lock goes away.
+            let lock = Arc::downgrade(&lock);
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    let l = lock.clone();
+                    let Some(l) = lock.upgrade() else { return };
                     match tokio::task::spawn_blocking(move || l.refresh()).await {
                         Ok(Ok(())) => {}
                         _ => {

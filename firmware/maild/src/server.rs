@@ -253,22 +253,34 @@ impl Node {
         }
         drop(done_tx);
         let heartbeat = Arc::new(Mutex::new(self.heartbeat));
-        let monitor = tokio::spawn(monitor(self.shared.clone(), heartbeat.clone(), shutdown_rx.clone()));
+        // The monitor (heartbeat) runs until the very end: a node finishing
+        // its sessions must not look dead, or its leases would be taken.
+        let (monitor_stop_tx, monitor_stop_rx) = watch::channel(false);
+        let monitor = tokio::spawn(monitor(self.shared.clone(), heartbeat.clone(), monitor_stop_rx));
         let announcer = tokio::spawn(announce(self.shared.clone(), shutdown_rx.clone()));
         let outbound = tokio::spawn(crate::outbound::run(self.shared.clone(), shutdown_rx.clone()));
         stop.await;
         tracing::info!("shutting down: no new connections; finishing transactions in progress");
+        // Draining: out of DNS at once, leases still held.
+        let hb = heartbeat.clone();
+        let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {
+            if let Ok(mut h) = hb.lock() {
+                let _ = h.set_state(cluster::live::STATE_DRAINING);
+            }
+        }))
+        .await;
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
         }
         let _ = announcer.await;
         let _ = outbound.await;
-        let _ = monitor.await;
         let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
             tracing::warn!("sessions still open after the grace period; closing them");
         }
+        let _ = monitor_stop_tx.send(true);
+        let _ = monitor.await;
         // Leave the live set at once rather than after the heartbeat ages.
         let hb = heartbeat.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {

@@ -90,7 +90,15 @@ fn status(s: &Store) -> anyhow::Result<()> {
     } else {
         println!("{:<12} {:>4}  {:<5}  {:>9}  {:<22} SERVICES", "NODE", "RANK", "STATE", "HEARTBEAT", "ADDRESSES");
         for n in &live.nodes {
-            let state = if n.live { "live" } else if n.info.state == cluster::live::STATE_STOPPED { "stop" } else { "dead" };
+            let state = if n.live {
+                "live"
+            } else if n.info.state == cluster::live::STATE_STOPPED {
+                "stop"
+            } else if n.info.state == cluster::live::STATE_DRAINING && n.age <= cluster::live::DEAD_AFTER {
+                "drain"
+            } else {
+                "dead"
+            };
             let addrs: Vec<String> = n.info.addresses.iter().map(|a| a.to_string()).collect();
             println!("{:<12} {:>4}  {:<5}  {:>9}  {:<22} {}", n.info.node, n.info.rank, state, fmt_age(n.age), addrs.join(","), n.info.services.join(" "));
         }

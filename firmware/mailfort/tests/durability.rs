@@ -87,7 +87,7 @@ fn sigterm_finishes_transactions_in_progress() {
         Ok(mut w) => w.closed_within(Duration::from_millis(500)).0,
     });
     assert!(refused, "the node still accepts connections after SIGTERM");
-    assert!(Wire::try_connect(node.pop3).is_err(), "POP3 still listening");
+    assert!(wait_until(Duration::from_secs(5), || Wire::try_connect(node.pop3).is_err()), "POP3 still listening");
     // The transaction holds the node up.
     std::thread::sleep(Duration::from_millis(300));
     assert!(node.child.try_wait().expect("try_wait").is_none(), "the node exited with a transaction in DATA");
@@ -165,4 +165,21 @@ fn sigkill_mid_data_leaves_nothing_after_restart() {
     let after: Vec<(std::path::PathBuf, Vec<u8>)> = f.mailbox_files("alice@example.test").into_iter().map(|p| (p.clone(), std::fs::read(&p).expect("read"))).collect();
     assert_eq!(after, before, "mailbox changed by a message that was never acknowledged");
     assert!(f.mailbox_files("bob@example.test").is_empty());
+}
+
+/// A POP3 session still running when its node is told to stop keeps the
+/// maildrop lock until it ends, even though the node stops heartbeating:
+/// another node must answer [IN-USE] meanwhile, and the session's QUIT
+/// still applies its deletions.
+#[test]
+fn pop3_lock_holds_through_the_grace_period() {
+    let f = Fixture::new();
+    let mut node1 = start(&f, "node1", "shutdown_grace_secs = 30\n");
+    let node2 = start(&f, "node2", "");
+    let pid = node1.child.id().to_string();
+    let p2 = node2.pop3.to_string();
+    let out = python("durability_shutdown_lock.py", &node1, &f, &[("NODE1_PID", &pid), ("POP3_2", &p2)]);
+    assert!(out.contains("ok QUIT during the grace period applies deletions"), "{out}");
+    let status = node1.wait_exit(Duration::from_secs(10)).expect("node1 did not exit after its last session");
+    assert!(status.success(), "{status:?}");
 }

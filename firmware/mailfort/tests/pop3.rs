@@ -37,6 +37,18 @@ fn pop3_session_with_plaintext_allowed() {
     assert!(!f.store.join(LOCK).exists(), "maildrop lock left after the sessions ended");
 }
 
+/// Messages too large to be read whole are streamed from the file; the
+/// stuffing and the TOP cut must be exact across the read boundaries.
+#[test]
+fn pop3_large_messages_streamed_exactly() {
+    let f = Fixture::new();
+    let cfg = cfg_arg(&f.fast_config(""));
+    let node = Node::start(&f, "node1", &["--config", &cfg, "--allow-plaintext-auth"]);
+    let out = python("pop3_large.py", &node, &f, &[]);
+    assert!(out.contains("ok large RETR and TOP exact on the wire"), "{out}");
+    assert!(out.contains("ok large RETR with poplib"), "{out}");
+}
+
 #[test]
 fn pop3_needs_tls_for_plaintext_logins() {
     let f = Fixture::new();

@@ -4,7 +4,7 @@ leave nothing in the node's spool."""
 import os
 import time
 
-from mailtest import Raw, addr, deliver, ok, wait_for
+from mailtest import Raw, deliver, ok, wait_for
 
 STORE = os.environ["STORE"]
 SPOOL = os.path.join(STORE, "spool", os.environ.get("NODE", "node1"))

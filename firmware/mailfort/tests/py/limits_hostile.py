@@ -1,10 +1,8 @@
 """Hostile input on the SMTP and POP3 ports: endless lines, NUL bytes,
 binary garbage. Each gets an error and/or a disconnect, and the node goes
 on serving other clients."""
-import os
 import poplib
 import random
-import smtplib
 import socket
 
 from mailtest import Raw, addr, deliver, ok

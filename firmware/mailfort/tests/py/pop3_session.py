@@ -7,7 +7,7 @@ import os
 import poplib
 import time
 
-from mailtest import Raw, addr, deliver, maildir_files, ok, pop3_stuff, wait_for
+from mailtest import Raw, addr, deliver, maildir_files, ok, pop3_stuff
 
 ALICE = "alice@example.test"
 FAIL_DELAY = 0.1  # auth_fail_delay_ms of the test configuration

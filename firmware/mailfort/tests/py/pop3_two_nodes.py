@@ -3,7 +3,6 @@ the cluster, and deletions on one node seen by the other."""
 import os
 import poplib
 import smtplib
-import time
 
 from mailtest import addr, deliver, maildir_files, ok
 
