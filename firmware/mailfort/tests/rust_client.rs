@@ -97,3 +97,31 @@ fn every_node_presents_the_same_certificate() {
         assert!(l.starts_with("+OK"), "{l}");
     }
 }
+
+#[test]
+fn certificate_and_key_from_files() {
+    let f = Fixture::new();
+    // A certificate made elsewhere (here: by rcgen for another name).
+    let other = rcgen::generate_simple_self_signed(vec!["mx.other.test".to_string()]).unwrap();
+    let cert = f.dir.path().join("cert.pem");
+    let key = f.dir.path().join("key.pem");
+    std::fs::write(&cert, other.cert.pem()).unwrap();
+    std::fs::write(&key, other.key_pair.serialize_pem()).unwrap();
+    let node = Node::start(&f, "node1", &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(other.cert.der().clone()).unwrap();
+    let cfg = Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth());
+    let sock = TcpStream::connect(node.submissions).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, rustls::pki_types::ServerName::try_from("mx.other.test").unwrap()).unwrap();
+    let mut c = Client { r: BufReader::new(rustls::StreamOwned::new(conn, sock)) };
+    assert_eq!(c.reply().0, 220, "the configured certificate verifies");
+    assert_eq!(c.cmd("QUIT").0, 221);
+    // No self-signed certificate was made when one was configured.
+    assert!(!f.store.join("tls/self-signed.pem").exists());
+    // A file without a key, or a missing file, is a clear error at start.
+    let o = run(&["serve", "--store", f.store_arg(), "--node", "n2", "--smtp", "127.0.0.1:0", "--tls-cert", cert.to_str().unwrap(), "--tls-key", cert.to_str().unwrap()], "");
+    assert!(!o.status.success() && text(&o).contains("no PEM private key"), "{}", text(&o));
+    let o = run(&["serve", "--store", f.store_arg(), "--node", "n2", "--smtp", "127.0.0.1:0", "--tls-cert", "/nonexistent/cert.pem", "--tls-key", key.to_str().unwrap()], "");
+    assert!(!o.status.success() && text(&o).contains("/nonexistent/cert.pem"), "{}", text(&o));
+}
