@@ -167,6 +167,26 @@ impl Default for OutboundConfig {
     }
 }
 
+/// Checks of mail from other servers (port 25).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboundConfig {
+    /// Check SPF (RFC 7208), DKIM (RFC 6376) and DMARC (RFC 7489) and add
+    /// an Authentication-Results header (RFC 8601).
+    pub verify: bool,
+    /// The DNS server for those checks, IP:PORT; default: /etc/resolv.conf.
+    pub dns_server: Option<SocketAddr>,
+    /// Refuse (550 5.7.1) mail that fails DMARC for a domain whose policy
+    /// is p=reject (RFC 7489 6.7); otherwise it is accepted and marked.
+    pub dmarc_reject: bool,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig { verify: true, dns_server: None, dmarc_reject: false }
+    }
+}
+
 /// Everything a node needs to serve.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -188,6 +208,7 @@ pub struct NodeConfig {
     /// AUTH and USER/PASS without TLS: for tests on loopback only.
     pub allow_plaintext_auth: bool,
     pub limits: Limits,
+    pub inbound: InboundConfig,
     pub outbound: OutboundConfig,
 }
 
@@ -208,6 +229,7 @@ impl Default for NodeConfig {
             advertise: Vec::new(),
             allow_plaintext_auth: false,
             limits: Limits::default(),
+            inbound: InboundConfig::default(),
             outbound: OutboundConfig::default(),
         }
     }

@@ -94,6 +94,8 @@ pub struct Shared {
     live: watch::Sender<Arc<LiveSet>>,
     /// Wakes the queue runner when a message for another domain arrives.
     pub queue_notify: tokio::sync::Notify,
+    /// SPF/DKIM/DMARC checks of mail from other servers, if enabled.
+    pub verifier: Option<mailauth::Verifier>,
     counts: Mutex<ConnCounts>,
 }
 
@@ -206,7 +208,18 @@ impl Node {
         let heartbeat = Heartbeat::new(&store, info);
         heartbeat.publish()?;
         let live = read_live_set(&store, &config.node)?;
-        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
+        let verifier = if config.inbound.verify {
+            match mailauth::Verifier::new(config.inbound.dns_server) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, "SPF/DKIM/DMARC checks are off: no resolver");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, verifier, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
 

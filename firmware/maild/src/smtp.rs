@@ -348,6 +348,8 @@ impl Session {
         };
         let trace = self.trace_headers(&tx, body.name());
         body.push(trace.as_bytes()).await;
+        body.trace_len = trace.len();
+        let return_path_len = if trace.starts_with("Return-Path:") { trace.find("\r\n").map_or(0, |i| i + 2) } else { 0 };
         // RFC 5321 4.1.1.4: 354, then the data up to <CRLF>.<CRLF>.
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>").await?;
         let max = self.shared.config.limits.max_message_size;
@@ -385,6 +387,23 @@ impl Session {
             tracing::info!(peer = %self.peer, what, "refused a message with bad line ends");
             self.reply(554, "5.6.0", &format!("Message contains {what}; lines must end with CRLF")).await?;
         } else {
+            if let (Service::Smtp, Some(verifier)) = (self.service, self.shared.verifier.as_ref()) {
+                match body.client_message().await {
+                    Ok(msg) => {
+                        let helo = self.helo.clone().unwrap_or_default();
+                        let v = verifier.check(self.peer.ip(), &helo, &tx.from, &msg, &self.shared.hostname).await;
+                        tracing::info!(peer = %self.peer, result = %v.summary, "authentication checks");
+                        if v.dmarc_policy_reject && self.shared.config.inbound.dmarc_reject {
+                            // RFC 7489 6.7 and 10.3: the domain asks for
+                            // rejection; 550 5.7.1.
+                            self.reply(550, "5.7.1", "Rejected by the DMARC policy of the sender's domain").await?;
+                            return Ok(Flow::Continue);
+                        }
+                        body.insert_header(return_path_len, v.header);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read a message back for its checks"),
+                }
+            }
             let name = body.name().to_string();
             let env = if tx.remote.is_empty() {
                 None
@@ -584,22 +603,78 @@ impl Session {
     }
 }
 
+/// Copies spooled message `old` into a new spool file with `header`
+/// inserted at byte `at`.
+fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str) -> Result<Spool, String> {
+    use std::io::Read;
+    let path = store.spool_dir(node).join(old.name());
+    let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+    let mut new = store.spool(node).map_err(|e| e.to_string())?;
+    let mut head = vec![0u8; at];
+    f.read_exact(&mut head).map_err(|e| e.to_string())?;
+    new.write_all(&head).map_err(|e| e.to_string())?;
+    new.write_all(header.as_bytes()).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        new.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+    }
+    drop(old);
+    Ok(new)
+}
+
 /// A message body on its way to the store: in memory while small, in the
 /// spool file once large. Store I/O runs on the blocking pool.
 struct Body {
     store: Arc<Store>,
+    node: String,
     spool: Option<Spool>,
     name: String,
     mem: Vec<u8>,
+    /// Bytes already written to the spool file.
+    spilled: u64,
+    /// Where our trace headers end and the client's message begins.
+    trace_len: usize,
+    /// A header to put at `insert_at` (after Return-Path) once the
+    /// message is complete; for a spilled message this means a copy.
+    late_header: Option<(usize, String)>,
     error: Option<String>,
 }
 
 impl Body {
     async fn begin(store: Arc<Store>, node: String) -> Result<Body, String> {
-        let s = store.clone();
-        let spool = tokio::task::spawn_blocking(move || s.spool(&node)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let (s, n) = (store.clone(), node.clone());
+        let spool = tokio::task::spawn_blocking(move || s.spool(&n)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         let name = spool.name().to_string();
-        Ok(Body { store, spool: Some(spool), name, mem: Vec::with_capacity(16 * 1024), error: None })
+        Ok(Body { store, node, spool: Some(spool), name, mem: Vec::with_capacity(16 * 1024), spilled: 0, trace_len: 0, late_header: None, error: None })
+    }
+
+    /// The message as the client sent it (without our trace headers), for
+    /// checks that need all of it.
+    async fn client_message(&self) -> Result<Vec<u8>, String> {
+        if self.spilled == 0 {
+            return Ok(self.mem[self.trace_len.min(self.mem.len())..].to_vec());
+        }
+        let path = self.store.spool_dir(&self.node).join(&self.name);
+        let skip = self.trace_len;
+        let mut data = tokio::task::spawn_blocking(move || std::fs::read(path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        data.drain(..skip.min(data.len()));
+        data.extend_from_slice(&self.mem);
+        Ok(data)
+    }
+
+    /// Puts `header` at byte `at` of the stored message (within our trace
+    /// headers).
+    fn insert_header(&mut self, at: usize, header: String) {
+        if self.spilled == 0 {
+            let at = at.min(self.mem.len());
+            self.mem.splice(at..at, header.into_bytes());
+        } else {
+            self.late_header = Some((at, header));
+        }
     }
 
     fn name(&self) -> &str {
@@ -626,6 +701,7 @@ impl Body {
         match r {
             Ok((spool, mut mem, res)) => {
                 self.spool = Some(spool);
+                self.spilled += mem.len() as u64;
                 mem.clear();
                 self.mem = mem;
                 if let Err(e) = res {
@@ -643,8 +719,15 @@ impl Body {
         let mut spool = self.spool.take().ok_or("spool lost")?;
         let mem = std::mem::take(&mut self.mem);
         let store = self.store.clone();
+        let late = self.late_header.take();
+        let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
             spool.write_all(&mem).map_err(|e| e.to_string())?;
+            if let Some((at, header)) = late {
+                // A spilled message gets its late header in a copy: the
+                // spool file is never rewritten in place.
+                spool = with_header(&store, &node, spool, at, &header)?;
+            }
             spool.commit(&store, &local, queue.as_ref()).map_err(|e| e.to_string())
         })
         .await

@@ -35,6 +35,9 @@ enum Cmd {
     /// Look at the outbound queue.
     #[command(subcommand)]
     Queue(QueueCmd),
+    /// DKIM keys for signing the organisation's outbound mail.
+    #[command(subcommand)]
+    Dkim(DkimCmd),
     /// The cluster: nodes, live set, DNS announcer.
     #[command(subcommand)]
     Cluster(cluster_cmd::ClusterCmd),
@@ -123,6 +126,72 @@ enum QueueCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum DkimCmd {
+    /// Make a signing key for a domain (kept in the store) and print the
+    /// DNS TXT record to publish. The first key of a domain signs at once;
+    /// later ones after `dkim activate`, once their record is published.
+    Keygen {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        domain: String,
+        /// The selector (RFC 6376 3.1), e.g. a date: 2026-11.
+        #[arg(long, default_value = "mailfort")]
+        selector: String,
+        /// rsa-sha256 (2048 bits) or ed25519-sha256 (RFC 8463).
+        #[arg(long, default_value = "rsa-sha256")]
+        algorithm: String,
+    },
+    /// Print the TXT record of the domain's active key.
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        domain: String,
+    },
+    /// Sign with another selector's key from now on.
+    Activate {
+        #[command(flatten)]
+        store: StoreArg,
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+    },
+}
+
+fn dkim(cmd: DkimCmd) -> anyhow::Result<()> {
+    let print = |k: &mailauth::DkimKeyInfo| {
+        println!("{}{}", k.zone_line(), if k.active { "" } else { "    ; not signing yet: publish, then `mailfort dkim activate`" });
+    };
+    match cmd {
+        DkimCmd::Keygen { store, domain, selector, algorithm } => {
+            let s = Store::open(&store.store)?;
+            if !s.is_local_domain(&domain) {
+                bail!("{domain} is not one of this store's domains ({})", s.settings().domains.join(", "));
+            }
+            let alg: mailauth::Algorithm = algorithm.parse()?;
+            let k = mailauth::keygen(s.root(), &domain.to_lowercase(), &selector, alg)?;
+            println!("publish this TXT record in the zone of {domain}:");
+            print(&k);
+        }
+        DkimCmd::Show { store, domain } => {
+            let s = Store::open(&store.store)?;
+            match mailauth::txt_record(s.root(), &domain.to_lowercase())? {
+                Some(k) => print(&k),
+                None => bail!("{domain} has no DKIM key; make one with `mailfort dkim keygen`"),
+            }
+        }
+        DkimCmd::Activate { store, domain, selector } => {
+            let s = Store::open(&store.store)?;
+            let k = mailauth::activate(s.root(), &domain.to_lowercase(), &selector)?;
+            println!("{} now signs with selector {}", k.domain, k.selector);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// A TOML file with node settings; flags given here override it.
@@ -189,6 +258,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Queue(cmd) => queue(cmd),
         Cmd::Serve(args) => serve(args),
         Cmd::Cluster(c) => cluster_cmd::run(c),
+        Cmd::Dkim(c) => dkim(c),
         Cmd::Demo(a) => demo::run(a),
     }
 }

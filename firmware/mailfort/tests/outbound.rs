@@ -119,6 +119,11 @@ fn delivers_to_a_foreign_mx_over_starttls() {
         assert!(run(&["user", "add", "--store", remote_store.to_str().unwrap(), u, "--password-stdin"], "pw\n").status.success());
     }
     let remote = Node::start(&f, "remote1", &["--store", remote_store.to_str().unwrap(), "--smtp", &format!("127.0.0.2:{port}"), "--submission", "off", "--submissions", "off", "--pop3", "off", "--pop3s", "off"]);
+    // Outbound mail from example.test is DKIM-signed with the store's key.
+    let o = run(&["dkim", "keygen", "--store", f.store_arg(), "--domain", "example.test", "--selector", "s1"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    let show = text(&run(&["dkim", "show", "--store", f.store_arg(), "--domain", "example.test"], ""));
+    assert!(show.starts_with("s1._domainkey.example.test. IN TXT"), "{show}");
     let cfg = outbound_config(&f, &dns, port);
     let node = Node::start(&f, "node1", &["--config", &cfg, "--allow-plaintext-auth"]);
     submit(&node, &["bob@remote.test", "dave@remote.test"], "outbound-1");
@@ -130,6 +135,16 @@ fn delivers_to_a_foreign_mx_over_starttls() {
     // STARTTLS was used (RFC 3848 ESMTPS), and only one Return-Path.
     assert!(data.contains(" with ESMTPS id "), "{data}");
     assert_eq!(data.matches("Return-Path:").count(), 1, "{data}");
+    // The signature verifies with an independent verifier (dkimpy), given
+    // the TXT record `dkim show` printed.
+    assert!(data.contains("DKIM-Signature: v=1; a=rsa-sha256;") || data.contains("DKIM-Signature: v=1;"), "{data}");
+    let txt: String = show.split('"').skip(1).step_by(2).collect();
+    let verify = format!(
+        "import dkim, sys\nmsg = open(sys.argv[1], 'rb').read()\nmsg = msg[msg.index(b'DKIM-Signature:'):]\nok = dkim.verify(msg, dnsfunc=lambda name, timeout=5: {txt:?}.encode())\nprint('dkimpy', ok)\nsys.exit(0 if ok else 1)\n"
+    );
+    let path = std::fs::read_dir(&bob_new).unwrap().next().unwrap().unwrap().path();
+    let o = Command::new("python3").arg("-c").arg(verify).arg(&path).output().unwrap();
+    assert!(o.status.success(), "dkimpy did not verify our signature (pip install dkimpy pynacl): {}", text(&o));
     // Both recipients of the domain in one transaction.
     assert!(remote.log_text().contains("local=2"), "{}", remote.log_text());
     assert_eq!(std::fs::read_dir(remote_store.join("mail/remote.test/dave/new")).unwrap().count(), 1);

@@ -184,7 +184,15 @@ impl Runner {
         if env.next_attempt > now || env.rcpts.is_empty() {
             return;
         }
-        let body = without_return_path(&message);
+        let unsigned = without_return_path(&message);
+        let signed: Vec<u8>;
+        let body: &[u8] = match self.dkim_signature(unsigned).await {
+            Some(sig) => {
+                signed = [sig.as_bytes(), unsigned].concat();
+                &signed
+            }
+            None => unsigned,
+        };
         let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &env.rcpts {
             let d = r.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default();
@@ -259,6 +267,33 @@ impl Runner {
             if let Err(e) = self.notify(&env.from, report).await {
                 tracing::error!(id, error = %e, "cannot send a delivery status notification");
             }
+        }
+    }
+
+    /// A DKIM-Signature header (RFC 6376) for mail whose author (From) is
+    /// in one of our domains and that domain has a key in the store.
+    async fn dkim_signature(&self, message: &[u8]) -> Option<String> {
+        let domain = mailauth::author_domain(message)?;
+        if !self.shared.store.is_local_domain(&domain) {
+            return None;
+        }
+        let root = self.shared.store.root().to_path_buf();
+        let msg = message.to_vec();
+        let d = domain.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailauth::Error> {
+            match mailauth::Signer::load(&root, &d)? {
+                Some(signer) => signer.sign(&msg).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await;
+        match r {
+            Ok(Ok(sig)) => sig,
+            Ok(Err(e)) => {
+                tracing::error!(%domain, error = %e, "DKIM signing failed; sending unsigned");
+                None
+            }
+            Err(_) => None,
         }
     }
 

@@ -1,0 +1,218 @@
+//! The Authentication-Results header field (RFC 8601).
+//!
+//! Everything in it that a peer chose (the HELO name, the MAIL FROM
+//! address, a signature's d= and s=, the From domain) goes through
+//! [`pvalue`] or [`comment`], which let no CR, LF or other control
+//! character through and quote what is not a plain token: a peer must not
+//! be able to end the field early and add header fields of its own.
+
+/// RFC 5322 2.1.1: lines SHOULD be at most 78 characters; longer results
+/// are folded at spaces.
+const FOLD_AT: usize = 78;
+/// Longest property value written; longer values are cut (RFC 5322 2.1.1
+/// caps a line at 998 characters, and a result needs no more than this).
+const MAX_PVALUE: usize = 255;
+/// Longest comment written.
+const MAX_COMMENT: usize = 200;
+const FIELD_NAME: &str = "Authentication-Results";
+
+/// One `resinfo` (RFC 8601 2.2): a method's result, an optional comment
+/// saying why, and properties (`ptype.property=pvalue`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ResInfo {
+    pub method: &'static str,
+    pub result: &'static str,
+    pub reason: Option<String>,
+    pub props: Vec<(&'static str, String)>,
+}
+
+impl ResInfo {
+    pub fn new(method: &'static str, result: &'static str) -> ResInfo {
+        ResInfo { method, result, reason: None, props: Vec::new() }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> ResInfo {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn prop(mut self, name: &'static str, value: impl Into<String>) -> ResInfo {
+        self.props.push((name, value.into()));
+        self
+    }
+}
+
+/// The whole header field, folded, ending in CRLF (RFC 8601 2.2):
+/// `Authentication-Results: authserv-id; resinfo; resinfo`, one resinfo a
+/// line. No results at all is written `; none`.
+pub(crate) fn header(authserv_id: &str, results: &[ResInfo]) -> String {
+    let mut out = format!("{FIELD_NAME}: {}", pvalue(authserv_id));
+    if results.is_empty() {
+        out.push_str("; none\r\n");
+        return out;
+    }
+    for r in results {
+        out.push(';');
+        let mut words = vec![format!("{}={}", r.method, r.result)];
+        if let Some(reason) = &r.reason {
+            words.push(comment(reason));
+        }
+        for (name, value) in &r.props {
+            words.push(format!("{name}={}", pvalue(value)));
+        }
+        // RFC 5322 2.2.3: folding is CRLF followed by white space.
+        let mut line = 1;
+        out.push_str("\r\n\t");
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                if line + 1 + w.len() > FOLD_AT {
+                    out.push_str("\r\n\t");
+                    line = 1;
+                } else {
+                    out.push(' ');
+                    line += 1;
+                }
+            }
+            out.push_str(w);
+            line += w.len();
+        }
+    }
+    out.push_str("\r\n");
+    out
+}
+
+/// RFC 8601 2.2 `pvalue`: a token (RFC 2045 5.1), or an address whose
+/// local part is a dot-atom (RFC 5322 3.2.3), written as is; anything else
+/// as a quoted-string (RFC 5322 3.2.4) of printable ASCII, with every other
+/// character replaced by '?'.
+pub(crate) fn pvalue(value: &str) -> String {
+    let value = cut(value, MAX_PVALUE);
+    if is_token(value) || is_plain_address(value) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// RFC 5322 3.2.2 comment: `(` ctext or quoted-pair `)`; parentheses and
+/// backslashes are escaped, anything not printable ASCII becomes '?'.
+pub(crate) fn comment(text: &str) -> String {
+    let text = cut(text, MAX_COMMENT);
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('(');
+    for c in text.chars() {
+        match c {
+            '(' | ')' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push(')');
+    out
+}
+
+fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// RFC 2045 5.1: token = 1*<any (US-ASCII) CHAR except SPACE, CTLs, or tspecials>.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b) && !b"()<>@,;:\\\"/[]?=".contains(&b))
+}
+
+/// `local-part "@" domain-name` with a dot-atom local part (RFC 5322
+/// 3.2.3 atext) and an LDH domain: the common address, written unquoted.
+fn is_plain_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
+    let dot_atom = !local.is_empty() && local.split('.').all(|p| !p.is_empty() && p.bytes().all(atext));
+    let ldh = !domain.is_empty()
+        && domain.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+    dot_atom && ldh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_result_a_line() {
+        let h = header(
+            "mx.example.test",
+            &[
+                ResInfo::new("spf", "pass").reason("domain of example.test designates 127.0.0.1 as permitted sender").prop("smtp.mailfrom", "alice@example.test"),
+                ResInfo::new("dkim", "pass").prop("header.d", "example.test").prop("header.s", "s1").prop("header.b", "ab/cd+ef"),
+                ResInfo::new("dmarc", "pass").reason("p=reject").prop("header.from", "example.test"),
+            ],
+        );
+        assert_eq!(
+            h,
+            "Authentication-Results: mx.example.test;\r\n\
+             \tspf=pass (domain of example.test designates 127.0.0.1 as permitted sender)\r\n\
+             \tsmtp.mailfrom=alice@example.test;\r\n\
+             \tdkim=pass header.d=example.test header.s=s1 header.b=\"ab/cd+ef\";\r\n\
+             \tdmarc=pass (p=reject) header.from=example.test\r\n"
+        );
+        for line in h.split("\r\n") {
+            assert!(line.len() <= FOLD_AT + 2, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn no_results_is_none() {
+        assert_eq!(header("mx.example.test", &[]), "Authentication-Results: mx.example.test; none\r\n");
+    }
+
+    #[test]
+    fn peers_cannot_inject_header_fields() {
+        let evil = "x\r\nX-Injected: yes";
+        let h = header(
+            evil,
+            &[ResInfo::new("spf", "none").reason(format!("helo {evil}) (")).prop("smtp.helo", evil).prop("smtp.mailfrom", "a\"b\\c@d\ne")],
+        );
+        // Only our own folds: every CRLF is followed by a tab.
+        let body = h.strip_suffix("\r\n").unwrap();
+        for (i, _) in body.match_indices("\r\n") {
+            assert_eq!(body.as_bytes()[i + 2], b'\t', "{h:?}");
+        }
+        assert!(!body.contains('\n') || body.matches('\n').count() == body.matches("\r\n\t").count());
+        assert!(h.contains("smtp.helo=\"x??X-Injected: yes\""), "{h}");
+        assert!(h.contains("(helo x??X-Injected: yes\\) \\()"), "{h}");
+        assert!(h.contains("smtp.mailfrom=\"a\\\"b\\\\c@d?e\""), "{h}");
+    }
+
+    #[test]
+    fn pvalues() {
+        assert_eq!(pvalue("example.test"), "example.test");
+        assert_eq!(pvalue("first.last+tag@example.test"), "first.last+tag@example.test");
+        assert_eq!(pvalue("\"odd local\"@example.test"), "\"\\\"odd local\\\"@example.test\"");
+        assert_eq!(pvalue(""), "\"\"");
+        assert_eq!(pvalue("2001:db8::1"), "\"2001:db8::1\"");
+        assert_eq!(pvalue("bücher.test"), "\"b?cher.test\"");
+        assert_eq!(pvalue(&"a".repeat(1000)).len(), MAX_PVALUE);
+    }
+}
