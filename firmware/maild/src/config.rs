@@ -152,7 +152,7 @@ impl Default for OutboundConfig {
             enabled: true,
             dns_server: None,
             smtp_port: 25,
-            concurrency: 16,
+            concurrency: 64,
             retry_base_secs: 300,
             retry_max_secs: 4 * 3600,
             max_lifetime_secs: 5 * 24 * 3600,
@@ -267,8 +267,9 @@ impl NodeConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("--tls-cert and --tls-key go together".into());
         }
-        if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() {
-            return Err("every service is off; nothing to serve".into());
+        // A node with every listener off may still deliver the queue.
+        if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() && !self.outbound.enabled {
+            return Err("every service is off and outbound delivery is disabled; nothing to serve".into());
         }
         if self.outbound.concurrency < 1 || self.outbound.retry_base_secs < 1 || self.outbound.retry_max_secs < self.outbound.retry_base_secs {
             return Err("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs".into());

@@ -94,7 +94,9 @@ fn serve_flag_errors() {
     assert!(text(&o).contains("node name"), "{}", text(&o));
     let o = run(&["serve", "--store", s, "--node", "n1", "--tls-cert", "/nonexistent.pem"], "");
     assert!(text(&o).contains("--tls-key"), "{}", text(&o));
-    let o = run(&["serve", "--store", s, "--node", "n1", "--smtp", "off", "--submission", "off", "--submissions", "off", "--pop3", "off", "--pop3s", "off"], "");
+    let quiet = f.dir.path().join("quiet.toml");
+    std::fs::write(&quiet, "[outbound]\nenabled = false\n").unwrap();
+    let o = run(&["serve", "--config", quiet.to_str().unwrap(), "--store", s, "--node", "n1", "--smtp", "off", "--submission", "off", "--submissions", "off", "--pop3", "off", "--pop3s", "off"], "");
     assert!(text(&o).contains("nothing to serve"), "{}", text(&o));
     let cfg = f.dir.path().join("bad.toml");
     std::fs::write(&cfg, "no_such_setting = 1\n").unwrap();

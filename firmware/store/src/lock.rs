@@ -122,7 +122,10 @@ impl Store {
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
                 Ok(mut f) => {
-                    f.write_all(me.encode().as_bytes()).and_then(|_| f.sync_all()).map_err(|e| StoreError::Io { path: path.clone(), source: e })?;
+                    // Not fsynced: a lease only matters while the store is
+                    // up; after a crash of the store every holder is gone
+                    // too, and an unreadable lease is judged stale.
+                    f.write_all(me.encode().as_bytes()).map_err(|e| StoreError::Io { path: path.clone(), source: e })?;
                     return Ok(Lease { path, me });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -93,15 +93,18 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             if e.envelope.next_attempt > now {
                 continue;
             }
+            // Wait for a free delivery slot rather than for the next scan:
+            // the entries found due are fed to the slots as they free up.
+            let permit = tokio::select! {
+                p = runner.permits.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = stop.changed() => return,
+            };
             if !runner.busy.lock().map(|mut b| b.insert(e.id.clone())).unwrap_or(false) {
                 continue;
             }
-            let Ok(permit) = runner.permits.clone().try_acquire_owned() else {
-                if let Ok(mut b) = runner.busy.lock() {
-                    b.remove(&e.id);
-                }
-                break;
-            };
             let r = runner.clone();
             tokio::spawn(async move {
                 r.work(&e.id).await;

@@ -117,6 +117,8 @@ class Handler(socketserver.StreamRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+    # Many clients connect at once in the benchmarks.
+    request_queue_size = 128
 
 
 srv = Server((a.host, a.port), Handler)
