@@ -11,6 +11,45 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// NFS_SUPER_MAGIC (linux/magic.h).
+const NFS_SUPER_MAGIC: i64 = 0x6969;
+
+/// Whether `path` is on an NFS mount.
+pub fn is_nfs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a valid C string and a zeroed statfs buffer.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NFS_SUPER_MAGIC
+    }
+}
+
+/// Makes the current names of an open file durable on an NFS server.
+///
+/// Over NFS, fsync of a directory sends nothing (the client treats
+/// directory operations as synchronous), and a server whose file system
+/// has no "commit metadata" hook (btrfs, for one) leaves a new link or
+/// rename in memory until its next periodic commit: a crash of the storage
+/// host then loses a message that was acknowledged. Rewriting the file's
+/// first byte with the same value and fsyncing makes the client send a
+/// WRITE and a COMMIT, and the server's fsync of the inode (btrfs logs the
+/// inode with all its names) makes the names durable too. The content
+/// never changes. Does nothing for an empty file, or on a local disk,
+/// where the directory fsync already did the job.
+pub fn persist_names_nfs(file: &File, nfs: bool) -> io::Result<()> {
+    if !nfs {
+        return Ok(());
+    }
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 1];
+    if file.read_at(&mut b, 0)? == 1 {
+        file.write_at(&b, 0)?;
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Replaces `path` with `contents` atomically: a temporary file beside it,
 /// fsynced, renamed over the target, and the directory fsynced. Readers
 /// see the old file or the new one, never a mix.
@@ -19,11 +58,12 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), unique_suffix()));
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        persist_names_nfs(&f, is_nfs(dir))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

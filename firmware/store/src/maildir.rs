@@ -46,7 +46,7 @@ impl Store {
         }
         let name = unique_name(node);
         let path = dir.join(&name);
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err(&path))?;
         Ok(Spool { file: Some(file), path, name, size: 0 })
     }
 
@@ -181,7 +181,6 @@ impl Spool {
     pub fn commit(mut self, store: &Store, mailboxes: &[Address], queue: Option<&Envelope>) -> Result<(), StoreError> {
         let file = self.file.take().ok_or_else(|| StoreError::Io { path: self.path.clone(), source: io::Error::other("spool already committed") })?;
         file.sync_all().map_err(io_err(&self.path))?;
-        drop(file);
         let mut dirs = Vec::with_capacity(mailboxes.len() + 1);
         for addr in mailboxes {
             let md = store.ensure_maildir(addr)?;
@@ -201,6 +200,10 @@ impl Spool {
         for d in &dirs {
             fsutil::sync_dir(d).map_err(io_err(d))?;
         }
+        // On NFS the links are durable only once the server fsyncs the
+        // inode (see fsutil::persist_names_nfs).
+        fsutil::persist_names_nfs(&file, store.on_nfs()).map_err(io_err(&self.path))?;
+        drop(file);
         let _ = fs::remove_file(&self.path);
         Ok(())
     }

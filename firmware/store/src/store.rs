@@ -108,6 +108,8 @@ pub struct Store {
     root: PathBuf,
     settings: ClusterSettings,
     accounts: Accounts,
+    /// The store is an NFS mount (durability needs an extra step).
+    on_nfs: bool,
 }
 
 impl Store {
@@ -153,7 +155,7 @@ impl Store {
             return Err(StoreError::UnknownFormat { path: root.to_path_buf(), found: found.trim().chars().take(80).collect() });
         }
         let settings = Self::read_settings(root)?;
-        Ok(Store { root: root.to_path_buf(), accounts: Accounts::new(root.join("accounts")), settings })
+        Ok(Store { root: root.to_path_buf(), accounts: Accounts::new(root.join("accounts")), settings, on_nfs: fsutil::is_nfs(root) })
     }
 
     /// Reads `cluster.toml` again (it may have been edited since `open`).
@@ -176,6 +178,10 @@ impl Store {
             return Err(StoreError::Settings { path, reason: "domains must be a non-empty list of domain names".into() });
         }
         Ok(s)
+    }
+
+    pub fn on_nfs(&self) -> bool {
+        self.on_nfs
     }
 
     pub fn root(&self) -> &Path {
