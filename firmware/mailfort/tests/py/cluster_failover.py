@@ -122,11 +122,17 @@ if PHASE == "outage":
                             with lock:
                                 ambiguous.add(mid)
                             raise
-                        s.quit()
                         if code == 250:
                             with lock:
                                 accepted[mid] = node
                             done = True
+                        try:
+                            s.quit()
+                        except (smtplib.SMTPException, ConnectionError, OSError):
+                            # The server may die after its 250: the message
+                            # is delivered all the same.
+                            pass
+                        if done:
                             break
                     except (smtplib.SMTPException, ConnectionError, OSError):
                         continue
