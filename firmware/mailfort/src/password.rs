@@ -29,9 +29,10 @@ pub fn obtain(from_stdin: bool) -> anyhow::Result<String> {
 }
 
 fn prompt(text: &str) -> anyhow::Result<String> {
+    // Echo off before the prompt appears, so a fast answer is not echoed.
+    let echo = EchoOff::new();
     eprint!("{text}");
     io::stderr().flush()?;
-    let echo = EchoOff::new();
     let mut line = String::new();
     io::stdin().lock().read_line(&mut line)?;
     drop(echo);

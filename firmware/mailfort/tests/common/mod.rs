@@ -61,7 +61,10 @@ impl Fixture {
     /// passwords stay quick.
     pub fn fast_config(&self, extra: &str) -> PathBuf {
         let p = self.dir.path().join(format!("node-{}.toml", rand_tag()));
-        std::fs::write(&p, format!("[limits]\nauth_fail_delay_ms = 100\nauth_fail_delay_max_ms = 400\n{extra}")).expect("write config");
+        // Delivery to other domains is off unless a test sets it up: the
+        // queue runner would otherwise try the tests' made-up domains.
+        let outbound = if extra.contains("[outbound]") { "" } else { "[outbound]\nenabled = false\n" };
+        std::fs::write(&p, format!("[limits]\nauth_fail_delay_ms = 100\nauth_fail_delay_max_ms = 400\n{extra}\n{outbound}")).expect("write config");
         p
     }
 
@@ -110,6 +113,11 @@ impl Node {
                 args.push(svc.into());
                 args.push("127.0.0.1:0".into());
             }
+        }
+        if !has("--config") {
+            let quiet = f.dir.path().join(format!("{name}-default.toml"));
+            std::fs::write(&quiet, "[outbound]\nenabled = false\n").expect("write config");
+            args.extend(["--config".to_string(), quiet.to_str().expect("utf8 path").to_string()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut child = mailfort().args(&args).stdout(Stdio::piped()).stderr(logf).spawn().expect("spawn mailfort serve");

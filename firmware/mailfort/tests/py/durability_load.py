@@ -51,7 +51,7 @@ def check(data, where):
     want = re.search(r"\r\nX-Payload-SHA256: ([0-9a-f]{64})\r\n", head).group(1)
     got = hashlib.sha256(data[hdr_end:]).hexdigest()
     assert got == want, "%s: %s is damaged" % (where, mid)
-    assert data.startswith(b"Return-Path: <load@remote.test>\r\nReceived: "), (where, mid)
+    assert data.startswith(b"Return-Path: <load@remote.test>\r\n") and b"\r\nReceived: from " in data[:2000], (where, mid)
     return mid
 
 
