@@ -44,6 +44,12 @@ enum Cmd {
     /// Start a whole cluster on this machine: a store, three nodes and a
     /// DNS server that follows them. Try failover by hand.
     Demo(demo::DemoArgs),
+    /// The administration shell of a box's serial console, on this
+    /// terminal, against a store directory.
+    Console {
+        #[command(flatten)]
+        store: StoreArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,6 +243,17 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // In a box image this binary is /init: the kernel starts it as PID 1.
+    // It runs itself as `/init serve ...` for the services, so only a bare
+    // `/init` (or PID 1) is the init.
+    let argv0_init = std::env::args_os().next().is_some_and(|a| a.to_string_lossy().ends_with("/init")) && std::env::args_os().len() == 1;
+    if std::process::id() == 1 {
+        init::pid1::run();
+    }
+    if argv0_init {
+        eprintln!("mailfort: init runs only as PID 1 (the first process of a box); see `mailfort --help`");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,6 +277,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cluster(c) => cluster_cmd::run(c),
         Cmd::Dkim(c) => dkim(c),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Console { store } => Ok(init::console::run_process(&store.store)?),
     }
 }
 

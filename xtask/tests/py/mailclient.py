@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""A mail user's client for the system test, run on the LAN (inside the
+layout's network namespace) with Python's own smtplib and poplib.
+
+    mailclient.py send HOST FROM TO TOKEN
+        Delivers one message whose subject and body carry TOKEN; prints
+        "250" when the server took it, else the SMTP reply code and text.
+    mailclient.py pop3 HOST USER PASSWORD
+        Logs in (after STLS) and prints the subject of every message in the
+        maildrop, one a line; deletes nothing.
+
+Every network operation has a timeout; exit status 0 means the exchange
+completed, whatever the server answered.
+"""
+import email
+import poplib
+import smtplib
+import ssl
+import sys
+
+TIMEOUT = 60
+
+
+def send(host, sender, rcpt, token):
+    msg = (
+        f"From: <{sender}>\r\nTo: <{rcpt}>\r\nSubject: {token}\r\n"
+        f"Message-ID: <{token}@client.example.test>\r\n\r\n"
+        f"This message is {token}.\r\n"
+    )
+    try:
+        with smtplib.SMTP(host, 25, timeout=TIMEOUT) as s:
+            s.ehlo("client.example.test")
+            s.sendmail(sender, [rcpt], msg)
+        print("250")
+    except smtplib.SMTPResponseException as e:
+        print(f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}")
+    except smtplib.SMTPRecipientsRefused as e:
+        code, text = list(e.recipients.values())[0]
+        print(f"{code} {text.decode(errors='replace')}")
+    except (OSError, smtplib.SMTPException) as e:
+        print(f"000 {type(e).__name__}: {e}")
+
+
+def pop3(host, user, password):
+    ctx = ssl.create_default_context()
+    # The cluster's certificate is self-signed; the test checks mail, not PKI.
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    p = poplib.POP3(host, 110, timeout=TIMEOUT)
+    try:
+        p.stls(context=ctx)
+        p.user(user)
+        p.pass_(password)
+        count, _ = p.stat()
+        for i in range(1, count + 1):
+            _, lines, _ = p.retr(i)
+            m = email.message_from_bytes(b"\r\n".join(lines))
+            print(m.get("Subject", ""))
+    finally:
+        p.quit()
+
+
+def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "send":
+        send(*sys.argv[2:])
+    elif len(sys.argv) == 5 and sys.argv[1] == "pop3":
+        pop3(*sys.argv[2:])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
