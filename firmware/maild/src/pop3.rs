@@ -219,10 +219,7 @@ impl Session {
                         b64.decode(&line).unwrap_or_default()
                     }
                 };
-                let (user, pw) = match proto::sasl::parse_plain(&response) {
-                    Some(p) if p.authzid.is_empty() || p.authzid == p.authcid => (p.authcid.to_string(), p.password.to_string()),
-                    _ => (String::new(), String::new()),
-                };
+                let (user, pw) = proto::sasl::parse_plain(&response).and_then(|p| p.login()).map(|(u, p)| (u.to_string(), p.to_string())).unwrap_or_default();
                 return self.login(&user, &pw).await;
             }
             _ => self.err("not allowed before login").await?,

@@ -507,6 +507,26 @@ impl Session {
         }
     }
 
+    /// A SASL response: the initial response given with AUTH (RFC 4954 4:
+    /// "=" is an empty one), or the answer to `challenge`. None when the
+    /// client cancelled or sent something undecodable (already answered).
+    async fn sasl_response(&mut self, initial: Option<&str>, challenge: &[u8]) -> Result<Option<Vec<u8>>, ConnError> {
+        match initial {
+            Some("=") => Ok(Some(Vec::new())),
+            Some(i) => match base64::engine::general_purpose::STANDARD.decode(i) {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => {
+                    self.reply(501, "5.5.2", "Cannot decode response").await?;
+                    Ok(None)
+                }
+            },
+            None => {
+                self.conn().send(challenge).await?;
+                self.read_auth_line().await
+            }
+        }
+    }
+
     async fn auth(&mut self, mechanism: &str, initial: Option<&str>) -> Result<Flow, ConnError> {
         if !matches!(self.service, Service::Submission | Service::Submissions) {
             self.reply(503, "5.5.1", "AUTH is offered on the submission ports only").await?;
@@ -527,48 +547,15 @@ impl Session {
             self.reply(503, "5.5.1", "Already authenticated or in a transaction").await?;
             return Ok(Flow::Continue);
         }
-        let b64 = base64::engine::general_purpose::STANDARD;
         let (login, password) = if mechanism.eq_ignore_ascii_case("PLAIN") {
-            let msg = match initial {
-                // RFC 4954 4: "=" is an empty initial response.
-                Some("=") => Vec::new(),
-                Some(i) => match b64.decode(i) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        self.reply(501, "5.5.2", "Cannot decode response").await?;
-                        return Ok(Flow::Continue);
-                    }
-                },
-                None => {
-                    self.conn().send(b"334 \r\n").await?;
-                    match self.read_auth_line().await? {
-                        Some(v) => v,
-                        None => return Ok(Flow::Continue),
-                    }
-                }
+            let Some(msg) = self.sasl_response(initial, b"334 \r\n").await? else {
+                return Ok(Flow::Continue);
             };
-            match proto::sasl::parse_plain(&msg) {
-                // RFC 4616 2: an authzid other than the user is refused.
-                Some(p) if p.authzid.is_empty() || p.authzid == p.authcid => (p.authcid.to_string(), p.password.to_string()),
-                _ => (String::new(), String::new()),
-            }
+            proto::sasl::parse_plain(&msg).and_then(|p| p.login()).map(|(u, p)| (u.to_string(), p.to_string())).unwrap_or_default()
         } else if mechanism.eq_ignore_ascii_case("LOGIN") {
             // draft-murchison-sasl-login: "Username:" then "Password:".
-            let user = match initial {
-                Some(i) => match b64.decode(i) {
-                    Ok(v) => v,
-                    Err(_) => {
-                        self.reply(501, "5.5.2", "Cannot decode response").await?;
-                        return Ok(Flow::Continue);
-                    }
-                },
-                None => {
-                    self.conn().send(b"334 VXNlcm5hbWU6\r\n").await?;
-                    match self.read_auth_line().await? {
-                        Some(v) => v,
-                        None => return Ok(Flow::Continue),
-                    }
-                }
+            let Some(user) = self.sasl_response(initial, b"334 VXNlcm5hbWU6\r\n").await? else {
+                return Ok(Flow::Continue);
             };
             self.conn().send(b"334 UGFzc3dvcmQ6\r\n").await?;
             let pass = match self.read_auth_line().await? {

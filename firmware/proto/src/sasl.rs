@@ -8,6 +8,15 @@ pub struct Plain<'a> {
     pub password: &'a str,
 }
 
+impl<'a> Plain<'a> {
+    /// The login name and password, when the client asks to act as itself
+    /// (RFC 4616 2: an authorization identity other than the user's own
+    /// is not granted here).
+    pub fn login(&self) -> Option<(&'a str, &'a str)> {
+        (self.authzid.is_empty() || self.authzid == self.authcid).then_some((self.authcid, self.password))
+    }
+}
+
 /// RFC 4616 2: each part is at most 255 octets.
 pub const MAX_PLAIN_PART: usize = 255;
 
@@ -35,6 +44,8 @@ mod tests {
         assert_eq!(parse_plain(b"\0alice\0secret"), Some(Plain { authzid: "", authcid: "alice", password: "secret" }));
         assert_eq!(parse_plain(b"a\0b\0c").map(|p| p.authzid), Some("a"));
         assert_eq!(parse_plain(b"alice\0secret"), None);
+        assert_eq!(parse_plain(b"\0alice\0pw").and_then(|p| p.login()), Some(("alice", "pw")));
+        assert_eq!(parse_plain(b"bob\0alice\0pw").and_then(|p| p.login()), None);
         assert_eq!(parse_plain(b"\0\0secret"), None);
         assert_eq!(parse_plain(b"\0a\0b\0c"), None);
     }
