@@ -159,10 +159,13 @@ impl Session {
         let deadline = Instant::now() + timeout;
         // A fresh line makes whatever waits for input ask again.
         self.send_line("")?;
-        for _ in 0..12 {
+        for _ in 0..24 {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.expect_any(&["New password: ", "Again: ", "Password: ", &prompt], left)?.0 {
+            match self.expect_any(&["New password: ", "Again: ", "Password: ", "]: ", &prompt], left)?.0 {
                 0..=2 => self.send_line(password)?,
+                // A new box's first login asks for its settings, each with
+                // the value it booted with: keep them.
+                3 => self.send_line("")?,
                 _ => return Ok(()),
             }
         }

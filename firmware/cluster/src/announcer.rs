@@ -9,12 +9,20 @@
 //! `recheck_secs` (cluster.toml), so that a DNS server restarted with old data is
 //! corrected. A refused update is logged with the server's reason and
 //! retried with back-off.
+//!
+//! After each attempt the holder records what it saw in
+//! `<store>/cluster/dns-state.toml` ([`DnsState`], read with
+//! [`read_dns_state`]) for status pages: when that changed, and otherwise
+//! once per `recheck_secs`.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use serde::{Deserialize, Serialize};
 use store::{Claimant, ClusterSettings, DnsSettings, Lease, Store};
 
 use crate::dns::{reconcile, DesiredRecords, DnsTarget, TsigKey};
@@ -70,6 +78,82 @@ pub fn target(dns: &DnsSettings) -> Result<DnsTarget, String> {
     Ok(DnsTarget::new(server, dns.zone.clone(), key))
 }
 
+/// The announcer's report under the store's root.
+pub const DNS_STATE_FILE: &str = "cluster/dns-state.toml";
+/// A periodic re-check comes a little less than `recheck_secs` after the
+/// previous report was written (the write follows its check); this much
+/// earlier still counts as due, so the report is renewed at every re-check.
+const DNS_STATE_SLACK: Duration = Duration::from_secs(1);
+
+/// The DNS state as the announcer last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsState {
+    /// The node that holds the announcer lease and wrote this.
+    pub node: String,
+    /// When, seconds since the epoch by the store's clock.
+    pub at_unix: u64,
+    pub zone: String,
+    pub server: String,
+    /// The records the announcer keeps, as they are in DNS, one a line in
+    /// zone-file form ("mail.example.test. 30 IN A 127.0.0.1"): after a
+    /// successful check or update, exactly what the server holds for the
+    /// names the announcer manages; after a failure, what was there at the
+    /// last success.
+    pub records: Vec<String>,
+    /// DNS matched the live set at this check.
+    pub in_step: bool,
+    /// Why the last attempt failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl DnsState {
+    /// Equal but for the time of the report.
+    fn same_as(&self, other: &DnsState) -> bool {
+        DnsState { at_unix: 0, ..self.clone() } == DnsState { at_unix: 0, ..other.clone() }
+    }
+}
+
+pub fn dns_state_path(store: &Store) -> PathBuf {
+    store.root().join(DNS_STATE_FILE)
+}
+
+/// The announcer's last report; None before any announcer has written one.
+pub fn read_dns_state(store: &Store) -> Result<Option<DnsState>, String> {
+    let path = dns_state_path(store);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Zone-file lines of the records `desired` puts in DNS: the MX RRset at
+/// the zone apex, then each host's A and AAAA records (RFC 1035 5.1
+/// presentation form, absolute names).
+pub fn record_lines(zone: &str, desired: &DesiredRecords) -> Vec<String> {
+    let abs = |n: &str| format!("{}.", n.trim_end_matches('.').to_ascii_lowercase());
+    let ttl = desired.ttl;
+    let mut lines = Vec::new();
+    let mut mx = desired.mx.clone();
+    mx.sort();
+    mx.dedup();
+    for (pref, exchange) in &mx {
+        lines.push(format!("{} {ttl} IN MX {pref} {}", abs(zone), abs(exchange)));
+    }
+    for (name, addrs) in &desired.hosts {
+        let mut addrs = addrs.clone();
+        addrs.sort();
+        addrs.dedup();
+        // A records before AAAA (IPv4 sorts first).
+        for a in addrs {
+            let rtype = if a.is_ipv4() { "A" } else { "AAAA" };
+            lines.push(format!("{} {ttl} IN {rtype} {a}", abs(name)));
+        }
+    }
+    lines
+}
+
 /// What the announcer did last, for status displays.
 #[derive(Debug, Clone, Default)]
 pub struct AnnouncerState {
@@ -87,12 +171,14 @@ pub struct Announcer {
     last_check: Option<Instant>,
     backoff: Duration,
     not_before: Option<Instant>,
+    /// The report last written, and when.
+    report: Option<(DnsState, Instant)>,
     pub state: AnnouncerState,
 }
 
 impl Announcer {
     pub fn new(store: Arc<Store>, node: String, instance: String) -> Announcer {
-        Announcer { store, node, instance, lease: None, applied: None, last_check: None, backoff: BACKOFF_START, not_before: None, state: AnnouncerState::default() }
+        Announcer { store, node, instance, lease: None, applied: None, last_check: None, backoff: BACKOFF_START, not_before: None, report: None, state: AnnouncerState::default() }
     }
 
     /// Gives the lease up (a clean shutdown), so another node takes over at
@@ -104,13 +190,11 @@ impl Announcer {
 
     /// One round: keep or take the lease, and if held, bring DNS in step.
     pub async fn tick(&mut self, live: &LiveSet) {
-        let settings = {
-            let s = self.store.clone();
-            match tokio::task::spawn_blocking(move || s.reload_settings()).await {
-                Ok(Ok(s)) => s,
-                _ => return,
-            }
-        };
+        // Follow cluster.toml; a bad file leaves the settings as they were
+        // (the node's monitor reports it).
+        let s = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || s.refresh_settings()).await;
+        let settings = self.store.settings();
         let Some(dns) = settings.dns.clone() else {
             self.release();
             return;
@@ -122,6 +206,7 @@ impl Announcer {
             // takeover later starts from the server's real state.
             self.applied = None;
             self.last_check = None;
+            self.report = None;
             return;
         }
         let desired = desired_records(&settings, &dns, live);
@@ -133,6 +218,7 @@ impl Announcer {
             Ok(t) => t,
             Err(e) => {
                 self.fail(format!("bad DNS settings in cluster.toml: {e}"));
+                self.report(&dns, None).await;
                 return;
             }
         };
@@ -142,13 +228,62 @@ impl Announcer {
                     tracing::info!(node = %self.node, "DNS updated: {outcome}");
                 }
                 self.applied = Some(desired.clone());
-                self.state.last_applied = Some(desired);
+                self.state.last_applied = Some(desired.clone());
                 self.state.last_error = None;
                 self.last_check = Some(Instant::now());
                 self.backoff = BACKOFF_START;
                 self.not_before = None;
+                self.report(&dns, Some(&desired)).await;
             }
-            Err(e) => self.fail(e.to_string()),
+            Err(e) => {
+                self.fail(e.to_string());
+                self.report(&dns, None).await;
+            }
+        }
+    }
+
+    /// Records the outcome of an attempt in [`DNS_STATE_FILE`]: `now_in_dns`
+    /// after a success, None after a failure. Written when the report
+    /// changed, or when the last one is a re-check period old.
+    async fn report(&mut self, dns: &DnsSettings, now_in_dns: Option<&DesiredRecords>) {
+        let records = match now_in_dns {
+            Some(d) => record_lines(&dns.zone, d),
+            None => match &self.report {
+                Some((r, _)) => r.records.clone(),
+                // Taken over after a failure: what the previous holder saw.
+                None => {
+                    let s = self.store.clone();
+                    tokio::task::spawn_blocking(move || read_dns_state(&s)).await.ok().and_then(|r| r.ok()).flatten().filter(|r| r.zone == dns.zone).map(|r| r.records).unwrap_or_default()
+                }
+            },
+        };
+        let mut state = DnsState { node: self.node.clone(), at_unix: 0, zone: dns.zone.clone(), server: dns.server.clone(), records, in_step: now_in_dns.is_some(), last_error: self.state.last_error.clone() };
+        let recheck = Duration::from_secs(dns.recheck_secs);
+        let due = match &self.report {
+            Some((last, at)) => !last.same_as(&state) || at.elapsed() + DNS_STATE_SLACK >= recheck,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        let (s, node, st) = (self.store.clone(), self.node.clone(), state.clone());
+        let written = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            let now = s.now(&node).map_err(|e| e.to_string())?;
+            let at_unix = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let text = toml::to_string(&DnsState { at_unix, ..st }).map_err(|e| e.to_string())?;
+            // A status report: losing the latest one in a crash costs
+            // nothing, so no fsync.
+            store::fsutil::write_atomic_nosync(&dns_state_path(&s), text.as_bytes()).map_err(|e| e.to_string())?;
+            Ok(at_unix)
+        })
+        .await;
+        match written {
+            Ok(Ok(at_unix)) => {
+                state.at_unix = at_unix;
+                self.report = Some((state, Instant::now()));
+            }
+            Ok(Err(e)) => tracing::warn!(node = %self.node, error = %e, "cannot write the DNS state report"),
+            Err(_) => {}
         }
     }
 

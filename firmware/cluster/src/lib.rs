@@ -3,3 +3,5 @@
 pub mod dns;
 pub mod live;
 pub mod announcer;
+
+pub use announcer::{read_dns_state, DnsState};

@@ -16,7 +16,6 @@
 
 pub mod cmdline;
 pub mod configdisk;
-pub mod console;
 pub mod dhcp;
 pub mod log;
 pub mod modules;
@@ -26,4 +25,5 @@ pub mod power;
 pub mod service;
 pub mod settings;
 pub mod storage;
+pub mod web;
 pub mod sys;

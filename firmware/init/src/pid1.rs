@@ -16,12 +16,11 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use store::Address;
-
 use crate::cmdline::Cmdline;
 use crate::configdisk::ConfigDisk;
-use crate::console::commands::{Host, NodeView, StoreReport};
-use crate::console::{self, SessionEnd, StoreAccess, Terminal};
+use admin::access::StoreAccess;
+use admin::commands::{Host, NodeView, Setting, StorageView};
+use admin::shell::{self as console, SessionEnd, Terminal};
 use crate::modules::{self, ModuleIndex};
 use crate::service::{Service, ServiceSpec};
 use crate::settings::{Addressing, NodeSettings, Role, DEFAULT_IFACE};
@@ -55,6 +54,8 @@ const PORT_SUBMISSION: u16 = 587;
 const PORT_SUBMISSIONS: u16 = 465;
 const PORT_POP3: u16 = 110;
 const PORT_POP3S: u16 = 995;
+/// The admin page (HTTPS, RFC 9110 4.2.2).
+const PORT_ADMIN_HTTPS: u16 = 443;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PowerRequest {
@@ -64,6 +65,8 @@ enum PowerRequest {
 
 enum Event {
     Power(PowerRequest, &'static str),
+    /// Restart a service (from the console or the web page).
+    Restart(String),
     /// The store is mounted and verified (mail box).
     StoreReady,
 }
@@ -81,6 +84,8 @@ struct BoxState {
     storage: Option<StorageStatus>,
     problems: Vec<String>,
     settings: NodeSettings,
+    /// The settings this boot runs with.
+    booted_with: NodeSettings,
 }
 
 type Shared = Arc<Mutex<BoxState>>;
@@ -89,11 +94,21 @@ fn with<T>(s: &Shared, f: impl FnOnce(&mut BoxState) -> T) -> Option<T> {
     s.lock().ok().map(|mut g| f(&mut g))
 }
 
-/// The console's view of the box.
+/// The box as the command set sees it (the console and the web page).
 struct BoxHost {
     state: Shared,
     config: Option<Arc<Mutex<ConfigDisk>>>,
     store: StoreAccess,
+    events: Mutex<Sender<Event>>,
+}
+
+/// The settings the first console login of a new box walks through.
+const FIRST_SETUP_MAIL: &[&str] = &["node", "rank", "ip", "gw", "dns", "storage", "export"];
+const FIRST_SETUP_STORAGE: &[&str] = &["node", "ip", "gw", "dns", "domain", "clients"];
+/// Keys shown and set as node settings (the admin hash has its own
+/// command).
+fn setting_help(key: &str) -> String {
+    crate::settings::KEYS.iter().find(|(k, _)| *k == key).map(|(_, h)| h.to_string()).unwrap_or_default()
 }
 
 impl BoxHost {
@@ -101,15 +116,58 @@ impl BoxHost {
         with(&self.state, |s| if s.store_path.is_some() { Ok(()) } else { Err(format!("no store yet: {}", s.store_state)) }).unwrap_or(Err("state unavailable".into()))
     }
 
+    fn settings(&self) -> Option<NodeSettings> {
+        with(&self.state, |s| s.settings.clone())
+    }
+
     fn save(&self, settings: &NodeSettings) -> Result<(), String> {
         let Some(cfg) = &self.config else { return Err("this box has no config partition; the change holds until reboot only".into()) };
         let text = settings.to_toml()?;
         cfg.lock().map_err(|_| "config partition busy".to_string())?.save(text.as_bytes()).map_err(|e| e.to_string())
     }
+
+    /// Keeps `hash` as this box's copy of the admin password (used when the
+    /// store does not answer).
+    fn cache_admin_hash(&self, hash: &str) -> Result<(), String> {
+        let mut next = self.settings().ok_or("state unavailable")?;
+        if next.admin_hash.as_deref() == Some(hash) {
+            return Ok(());
+        }
+        next.admin_hash = Some(hash.to_string());
+        let saved = self.save(&next);
+        // Kept in memory even without a config partition, so the console
+        // stays locked until the next boot.
+        with(&self.state, |s| s.settings = next);
+        saved
+    }
+
+    /// Once the store is there: the store's admin password wins; a box set
+    /// up before it had a store gives the store its password.
+    fn sync_admin_hash(&self) {
+        match self.store.admin_hash() {
+            Ok(Some(h)) => {
+                if let Err(e) = self.cache_admin_hash(&h) {
+                    say!("cannot keep a copy of the admin password: {e}");
+                }
+            }
+            Ok(None) => {
+                if let Some(local) = self.settings().and_then(|s| s.admin_hash) {
+                    match self.store.set_admin_hash(&local) {
+                        Ok(()) => say!("the store had no admin password: it now has this box's"),
+                        Err(e) => say!("cannot save the admin password in the store: {e}"),
+                    }
+                }
+            }
+            Err(e) => say!("cannot read the admin password from the store: {e}"),
+        }
+    }
 }
 
 impl Host for BoxHost {
-    fn node(&self) -> Option<NodeView> {
+    fn store(&self) -> &StoreAccess {
+        &self.store
+    }
+    fn node(&self) -> NodeView {
         with(&self.state, |s| NodeView {
             role: s.role.to_string(),
             node: s.node.clone(),
@@ -118,56 +176,92 @@ impl Host for BoxHost {
             uptime: crate::service::human(s.boot.elapsed()),
             store: s.store_state.clone(),
             services: s.services.clone(),
-            storage: s.storage.clone(),
+            storage: s.storage.as_ref().map(|st| StorageView {
+                disks: st.disks.iter().map(|(d, x)| (d.display().to_string(), x.clone())).collect(),
+                mounted: st.mounted,
+                degraded: st.degraded,
+                nfs_serving: st.nfs_serving,
+                clients: st.clients,
+            }),
             problems: s.problems.clone(),
         })
-    }
-    fn store_report(&self) -> Result<StoreReport, String> {
-        self.store_ready()?;
-        self.store.report()
-    }
-    fn user_list(&self) -> Result<Vec<Address>, String> {
-        self.store_ready()?;
-        self.store.user_list()
-    }
-    fn user_add(&self, a: &Address, pw: &str) -> Result<(), String> {
-        self.store_ready()?;
-        self.store.user_add(a, pw)
-    }
-    fn user_passwd(&self, a: &Address, pw: &str) -> Result<(), String> {
-        self.store_ready()?;
-        self.store.user_passwd(a, pw)
-    }
-    fn user_del(&self, a: &Address) -> Result<String, String> {
-        self.store_ready()?;
-        self.store.user_del(a)
+        .unwrap_or_default()
     }
     fn log_tail(&self, n: usize) -> Vec<String> {
         crate::log::tail(n)
     }
-    fn settings(&self) -> Option<NodeSettings> {
-        with(&self.state, |s| s.settings.clone())
+    fn node_settings(&self) -> Option<Vec<Setting>> {
+        let s = self.settings()?;
+        Some(s.describe().into_iter().map(|(k, v)| Setting { help: setting_help(&k), key: k, value: v }).collect())
     }
-    fn set_setting(&self, key: &str, value: &str) -> Result<(), String> {
+    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, String> {
         let mut next = self.settings().ok_or("state unavailable")?;
         next.set(key, value)?;
         self.save(&next)?;
         with(&self.state, |s| s.settings = next);
-        say!("setting {key} changed from the console");
-        Ok(())
+        say!("setting {key} changed by an administrator");
+        Ok("it takes effect at the next boot".into())
+    }
+    fn first_setup(&self) -> Vec<Setting> {
+        let Some(s) = self.settings() else { return Vec::new() };
+        if s.admin_hash.is_some() {
+            return Vec::new();
+        }
+        let keys = if s.role == Some(Role::Storage) || with(&self.state, |b| b.role == Role::Storage).unwrap_or(false) { FIRST_SETUP_STORAGE } else { FIRST_SETUP_MAIL };
+        let shown = s.describe();
+        keys.iter()
+            .map(|k| Setting {
+                key: k.to_string(),
+                value: shown.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default(),
+                help: setting_help(k),
+            })
+            .collect()
+    }
+    fn first_setup_done(&self) -> bool {
+        // Values typed in the first setup are saved; the box runs with
+        // what it booted with until the next boot.
+        with(&self.state, |b| b.settings == b.booted_with).unwrap_or(true)
+    }
+    fn admin_hash(&self) -> Option<String> {
+        let local = self.settings().and_then(|s| s.admin_hash);
+        if self.store_ready().is_ok() {
+            if let Ok(Some(h)) = self.store.admin_hash() {
+                if local.as_deref() != Some(h.as_str()) {
+                    let _ = self.cache_admin_hash(&h);
+                }
+                return Some(h);
+            }
+        }
+        local
     }
     fn set_admin_hash(&self, hash: &str) -> Result<(), String> {
-        let mut next = self.settings().ok_or("state unavailable")?;
-        next.admin_hash = Some(hash.to_string());
-        let saved = self.save(&next);
-        // Kept in memory even without a config partition, so the console
-        // can be locked until the next boot.
-        with(&self.state, |s| s.settings = next);
-        say!("console admin password set");
-        saved
+        let in_store = match self.store_ready() {
+            Ok(()) => self.store.set_admin_hash(hash).map(|()| true),
+            Err(_) => Ok(false),
+        };
+        let cached = self.cache_admin_hash(hash);
+        say!("admin password set{}", if matches!(in_store, Ok(true)) { " (in the store, for every node)" } else { " on this box; the store gets it when it has none" });
+        in_store.map(drop).and(cached)
+    }
+    fn restart_service(&self, name: &str) -> Result<String, String> {
+        let known = with(&self.state, |s| s.services.iter().any(|x| x.name == name)).unwrap_or(false);
+        if !known {
+            let names = with(&self.state, |s| s.services.iter().map(|x| x.name.clone()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+            return Err(format!("no service '{name}' on this box (services: {})", if names.is_empty() { "none yet" } else { &names }));
+        }
+        self.events.lock().map_err(|_| "init is busy".to_string())?.send(Event::Restart(name.to_string())).map_err(|_| "init does not listen".to_string())?;
+        Ok(format!("restarting {name}: it stops cleanly and starts again"))
     }
     fn can_power(&self) -> bool {
         true
+    }
+    fn power(&self, action: admin::commands::Action) -> Result<(), String> {
+        let (req, why) = match action {
+            admin::commands::Action::Reboot => (PowerRequest::Reboot, "the admin page"),
+            admin::commands::Action::Poweroff => (PowerRequest::Off, "the admin page"),
+            _ => return Err("not a power action".into()),
+        };
+        self.events.lock().map_err(|_| "init is busy".to_string())?.send(Event::Power(req, why)).map_err(|_| "init does not listen".to_string())
     }
 }
 
@@ -258,6 +352,7 @@ pub fn run() -> ! {
         storage: None,
         problems: problems.clone(),
         settings: settings.clone(),
+        booted_with: settings.clone(),
     }));
     let (tx, rx) = mpsc::channel::<Event>();
     let stopping = Arc::new(AtomicBool::new(false));
@@ -269,19 +364,21 @@ pub fn run() -> ! {
     say!("watching {watched} input device(s) for the power button");
 
     let store_root = if role == Role::Mail { PathBuf::from(STORE_MOUNT) } else { PathBuf::from(storage::STORE_DIR) };
-    let host = BoxHost { state: state.clone(), config: config.clone(), store: StoreAccess::new(&store_root) };
+    let host = Arc::new(BoxHost { state: state.clone(), config: config.clone(), store: StoreAccess::new(&store_root), events: Mutex::new(tx.clone()) });
     let console_dev = console_device(&cmdline);
     let ctx = tx.clone();
     let node_name = node.clone();
-    let _ = std::thread::Builder::new().name("console".into()).spawn(move || console_loop(&console_dev, &host, &node_name, &ctx));
+    let console_host = host.clone();
+    let _ = std::thread::Builder::new().name("console".into()).spawn(move || console_loop(&console_dev, &*console_host, &node_name, &ctx));
 
     let mut services: Vec<Service> = Vec::new();
     match role {
         Role::Mail => start_store_mount(&settings, config.clone(), state.clone(), tx.clone(), stopping.clone()),
-        Role::Storage => start_storage(&cmdline, &settings, state.clone()),
+        Role::Storage => start_storage(&cmdline, &settings, state.clone(), tx.clone()),
     }
-    let serve = serve_spec(&settings, &node, address);
-    main_loop(&rx, &state, &mut services, &serve, &stopping)
+    let serve = (role == Role::Mail).then(|| serve_spec(&settings, &node, address));
+    let web = Web { host, store: store_root, addr: address, started: false };
+    main_loop(&rx, &state, &mut services, serve.as_ref(), web, &stopping)
 }
 
 fn early_mounts() {
@@ -561,7 +658,7 @@ fn start_store_mount(s: &NodeSettings, config: Option<Arc<Mutex<ConfigDisk>>>, s
 }
 
 /// Storage box: the mirror, the store, the NFS server.
-fn start_storage(cmdline: &Cmdline, s: &NodeSettings, state: Shared) {
+fn start_storage(cmdline: &Cmdline, s: &NodeSettings, state: Shared, tx: Sender<Event>) {
     let cmdline_disks: Option<Vec<PathBuf>> = cmdline.get("disks").map(|d| d.split(',').map(PathBuf::from).collect());
     let s = s.clone();
     let _ = std::thread::Builder::new().name("storage".into()).spawn(move || {
@@ -604,6 +701,7 @@ fn start_storage(cmdline: &Cmdline, s: &NodeSettings, state: Shared) {
             publish(&st, &format!("no store: {e}"));
         } else {
             with(&state, |b| b.store_path = Some(PathBuf::from(storage::STORE_DIR)));
+            let _ = tx.send(Event::StoreReady);
         }
         let clients = match s.clients.as_deref().map(storage::expand_clients) {
             Some(Ok(c)) => c,
@@ -650,7 +748,35 @@ fn serve_spec(s: &NodeSettings, node: &str, addr: Option<std::net::Ipv4Addr>) ->
     ServiceSpec { name: "serve".into(), program, args }
 }
 
-fn main_loop(rx: &Receiver<Event>, state: &Shared, services: &mut Vec<Service>, serve: &ServiceSpec, stopping: &AtomicBool) -> ! {
+/// The admin web page, started once the store (and with it the cluster's
+/// certificate and admin password) is there.
+struct Web {
+    host: Arc<BoxHost>,
+    store: PathBuf,
+    addr: Option<std::net::Ipv4Addr>,
+    started: bool,
+}
+
+impl Web {
+    fn store_ready(&mut self) {
+        let host = self.host.clone();
+        let _ = std::thread::Builder::new().name("admin-sync".into()).spawn(move || host.sync_admin_hash());
+        if self.started {
+            return;
+        }
+        self.started = true;
+        let (host, store, addr) = (self.host.clone(), self.store.clone(), self.addr);
+        let _ = std::thread::Builder::new().name("web".into()).spawn(move || {
+            let listen = std::net::SocketAddr::from((addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), PORT_ADMIN_HTTPS));
+            match crate::web::run(host, &store, listen) {
+                Ok(()) => say!("admin page stopped"),
+                Err(e) => alarm!("admin page on {listen}: {e}"),
+            }
+        });
+    }
+}
+
+fn main_loop(rx: &Receiver<Event>, state: &Shared, services: &mut Vec<Service>, serve: Option<&ServiceSpec>, mut web: Web, stopping: &AtomicBool) -> ! {
     loop {
         if let Some(sig) = sys::wait_signal(TICK) {
             match sig {
@@ -665,8 +791,17 @@ fn main_loop(rx: &Receiver<Event>, state: &Shared, services: &mut Vec<Service>, 
             match ev {
                 Event::Power(req, why) => shutdown(req, why, services, state, stopping),
                 Event::StoreReady => {
-                    if !services.iter().any(|s| s.spec.name == serve.name) {
-                        services.push(Service::new(serve.clone()));
+                    if let Some(serve) = serve {
+                        if !services.iter().any(|s| s.spec.name == serve.name) {
+                            services.push(Service::new(serve.clone()));
+                        }
+                    }
+                    web.store_ready();
+                }
+                Event::Restart(name) => {
+                    if let Some(s) = services.iter_mut().find(|s| s.spec.name == name) {
+                        say!("restarting {name} on an administrator's request");
+                        s.restart();
                     }
                 }
             }

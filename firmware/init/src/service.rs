@@ -44,14 +44,7 @@ pub struct Service {
     pub enabled: bool,
 }
 
-/// How a service looks in `status`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceView {
-    pub name: String,
-    pub state: String,
-    pub restarts: u32,
-    pub last_exit: Option<String>,
-}
+pub use admin::commands::ServiceView;
 
 impl Service {
     pub fn new(spec: ServiceSpec) -> Service {
@@ -117,6 +110,17 @@ impl Service {
         let d = next_delay(self.delay, ran);
         self.delay = Some(d);
         self.restart_at = Some(now + d);
+    }
+
+    /// Asks it to stop cleanly (SIGTERM) and start again: the reaper sees
+    /// it exit and schedules the start as after any exit.
+    pub fn restart(&mut self) {
+        if let Some(pid) = self.pid {
+            crate::sys::kill(pid, libc::SIGTERM);
+        } else {
+            self.restart_at = Some(Instant::now());
+            self.delay = None;
+        }
     }
 
     /// Asks it to stop (SIGTERM: `mailfort serve` then finishes its SMTP

@@ -213,40 +213,7 @@ pub fn signal_name(sig: libc::c_int) -> &'static str {
     }
 }
 
-/// Turns terminal echo off on `fd` while alive (for password prompts);
-/// does nothing when `fd` is not a terminal.
-pub struct EchoOff {
-    fd: libc::c_int,
-    saved: Option<libc::termios>,
-}
-
-impl EchoOff {
-    pub fn new(fd: libc::c_int) -> EchoOff {
-        // SAFETY: termios is plain data that tcgetattr fills.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return EchoOff { fd, saved: None };
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            t.c_lflag |= libc::ECHONL;
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-            EchoOff { fd, saved: Some(saved) }
-        }
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        if let Some(t) = self.saved {
-            // SAFETY: restores what new() read.
-            unsafe {
-                libc::tcsetattr(self.fd, libc::TCSANOW, &t);
-            }
-        }
-    }
-}
+pub use admin::term::EchoOff;
 
 /// Puts a serial line into the state a person at a terminal expects:
 /// line editing, echo, CR to NL on input and NL to CR NL on output, 8N1.

@@ -24,30 +24,28 @@ pub struct Authenticator {
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     base_delay: Duration,
     max_delay: Duration,
-    default_domain: Option<String>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<Store>, limits: &Limits) -> Authenticator {
-        let domains = &store.settings().domains;
-        let default_domain = if domains.len() == 1 { Some(domains[0].clone()) } else { None };
         Authenticator {
             store,
             permits: Semaphore::new(limits.max_concurrent_auth),
             failures: Mutex::new(HashMap::new()),
             base_delay: Duration::from_millis(limits.auth_fail_delay_ms),
             max_delay: Duration::from_millis(limits.auth_fail_delay_max_ms),
-            default_domain,
         }
     }
 
     /// The account a login name means: a full address, or a bare name in
-    /// the store's only domain.
+    /// the store's only domain (as the cluster's settings are now: a bare
+    /// name stops working when a second domain is added).
     pub fn account(&self, login: &str) -> Option<Address> {
         if login.contains('@') {
             Address::parse(login).ok()
         } else {
-            let d = self.default_domain.as_ref()?;
+            let settings = self.store.settings();
+            let [d] = settings.domains.as_slice() else { return None };
             Address::parse(&format!("{login}@{d}")).ok()
         }
     }

@@ -79,7 +79,22 @@ impl Default for Limits {
     }
 }
 
+/// The limits one SMTP session works with: the node's, each replaced by
+/// the cluster's (`[limits]` in cluster.toml) when that is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Advertised with SIZE (RFC 1870) and enforced on MAIL and DATA.
+    pub max_message_size: u64,
+    /// Recipients per message.
+    pub max_recipients: usize,
+}
+
 impl Limits {
+    /// The limits in force with the cluster's settings `cluster`.
+    pub fn effective(&self, cluster: &store::ClusterLimits) -> SessionLimits {
+        SessionLimits { max_message_size: cluster.max_message_size.unwrap_or(self.max_message_size), max_recipients: cluster.max_recipients.unwrap_or(self.max_recipients) }
+    }
+
     pub fn smtp_idle(&self) -> Duration {
         Duration::from_secs(self.smtp_idle_timeout_secs)
     }
@@ -210,6 +225,18 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub inbound: InboundConfig,
     pub outbound: OutboundConfig,
+    pub admin: AdminConfig,
+}
+
+/// The HTTPS admin page of a node run as a process (a box serves it from
+/// init).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen addresses; none: no admin page.
+    pub listen: Vec<SocketAddr>,
+    /// Seconds a login session lasts without requests (0: the default).
+    pub session_idle_secs: u64,
 }
 
 impl Default for NodeConfig {
@@ -231,6 +258,7 @@ impl Default for NodeConfig {
             limits: Limits::default(),
             inbound: InboundConfig::default(),
             outbound: OutboundConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -275,5 +303,21 @@ impl NodeConfig {
             return Err("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs".into());
         }
         self.limits.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_limits_override_the_nodes_one_by_one() {
+        let node = Limits { max_message_size: 1_000_000, max_recipients: 150, ..Limits::default() };
+        let none = store::ClusterLimits::default();
+        assert_eq!(node.effective(&none), SessionLimits { max_message_size: 1_000_000, max_recipients: 150 });
+        let size = store::ClusterLimits { max_message_size: Some(2_000_000), max_recipients: None };
+        assert_eq!(node.effective(&size), SessionLimits { max_message_size: 2_000_000, max_recipients: 150 });
+        let rcpts = store::ClusterLimits { max_message_size: None, max_recipients: Some(500) };
+        assert_eq!(node.effective(&rcpts), SessionLimits { max_message_size: 1_000_000, max_recipients: 500 });
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cluster::announcer::Announcer;
 use cluster::live::{read_live_set, Heartbeat, LiveSet, NodeInfo, HEARTBEAT_INTERVAL, STATE_SERVING};
+use store::stats::{StatsRecorder, STATS_FLUSH_INTERVAL};
 use store::{Claimant, Store};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -36,6 +37,11 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the announcer looks at the live set.
 const ANNOUNCE_TICK: Duration = Duration::from_millis(500);
+/// How often the node looks for a changed cluster.toml (domains, host
+/// name, limits): an edit is followed within this time, without restart.
+pub const SETTINGS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for the last write of the message counts.
+const STATS_FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Service {
@@ -83,8 +89,6 @@ pub struct Shared {
     pub store: Arc<Store>,
     pub auth: Authenticator,
     pub tls: tokio_rustls::TlsAcceptor,
-    /// The name the node announces (the cluster's host name).
-    pub hostname: String,
     /// This process's instance id, in its heartbeat and its leases.
     pub instance: String,
     /// False while the store does not answer within its deadline: the
@@ -96,6 +100,8 @@ pub struct Shared {
     pub queue_notify: tokio::sync::Notify,
     /// SPF/DKIM/DMARC checks of mail from other servers, if enabled.
     pub verifier: Option<mailauth::Verifier>,
+    /// Messages in and out per minute, written to `<store>/stats/<node>`.
+    pub stats: StatsRecorder,
     counts: Mutex<ConnCounts>,
 }
 
@@ -128,6 +134,18 @@ impl Drop for ConnSlot {
 impl Shared {
     pub fn store_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// The name the node announces: the cluster's host name, as
+    /// cluster.toml has it now.
+    pub fn hostname(&self) -> String {
+        self.store.settings().hostname.clone()
+    }
+
+    /// The SMTP limits in force now: the node's, overridden by the
+    /// cluster's where cluster.toml sets them.
+    pub fn session_limits(&self) -> crate::config::SessionLimits {
+        self.config.limits.effective(&self.store.settings().limits)
     }
 
     /// The live set as last read from the heartbeats.
@@ -176,15 +194,21 @@ impl Node {
         if cleaned > 0 {
             tracing::info!(cleaned, "removed unacknowledged messages left in this node's spool");
         }
-        let (certs, key) = match (&config.tls_cert, &config.tls_key) {
-            (Some(c), Some(k)) => tls::load_files(c, k)?,
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => {
+                let (certs, key) = tls::load_files(c, k)?;
+                tls::acceptor(certs, key)?
+            }
             _ => {
-                let (c, k, path) = tls::self_signed(&store)?;
-                tracing::info!(certificate = %path, "using the cluster's self-signed certificate");
-                (c, k)
+                // The store's cluster certificate, followed when it changes
+                // (an upload or regeneration on any node).
+                let resolver = tls::cluster_resolver(&store)?;
+                tls::spawn_reloader(&resolver, store.clone());
+                let info = resolver.info();
+                tracing::info!(certificate = %info.path, source = %info.source, sha256 = %info.sha256, "using the cluster certificate");
+                tokio_rustls::TlsAcceptor::from(tls::server_config(resolver))
             }
         };
-        let tls = tls::acceptor(certs, key)?;
         let mut listeners = Vec::new();
         for (service, addrs) in [
             (Service::Smtp, &config.smtp),
@@ -198,8 +222,8 @@ impl Node {
                 listeners.push((service, l));
             }
         }
-        let hostname = store.settings().hostname.clone();
         let auth = Authenticator::new(store.clone(), &config.limits);
+        let stats = StatsRecorder::open(&store, &config.node)?;
         let instance = cluster::live::new_instance();
         let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
         let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into() };
@@ -219,7 +243,7 @@ impl Node {
         } else {
             None
         };
-        let shared = Arc::new(Shared { config, store, auth, tls, hostname, instance, verifier, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
+        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
 
@@ -294,6 +318,13 @@ impl Node {
         }
         let _ = monitor_stop_tx.send(true);
         let _ = monitor.await;
+        // The last counts, now that every session is done.
+        let sh = self.shared.clone();
+        match tokio::time::timeout(STATS_FINAL_FLUSH_TIMEOUT, tokio::task::spawn_blocking(move || sh.stats.flush(&sh.store))).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot write the message counts"),
+            _ => tracing::warn!("the message counts were not written in time"),
+        }
         // Leave the live set at once rather than after the heartbeat ages.
         let hb = heartbeat.clone();
         let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {
@@ -309,13 +340,43 @@ impl Node {
 /// Every second: probe the store (with a deadline), heartbeat, and re-read
 /// the live set. A probe that hangs (a hard NFS mount whose server is gone)
 /// is not repeated until it returns; the node stays unhealthy meanwhile.
+/// Less often, and never holding up the heartbeat: follow cluster.toml
+/// and write the message counts.
 async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop: watch::Receiver<bool>) {
     let in_flight = Arc::new(AtomicBool::new(false));
     let deadline = Duration::from_millis(shared.config.limits.store_probe_deadline_ms);
+    let chores = Arc::new(AtomicBool::new(false));
+    let mut next_refresh = tokio::time::Instant::now() + SETTINGS_REFRESH_INTERVAL;
+    let mut next_flush = tokio::time::Instant::now() + STATS_FLUSH_INTERVAL;
+    let settings_error: Arc<Mutex<Option<String>>> = Arc::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(HEARTBEAT_INTERVAL) => {}
             _ = stop.changed() => return,
+        }
+        let now = tokio::time::Instant::now();
+        let (refresh, flush) = (now >= next_refresh, now >= next_flush);
+        if (refresh || flush) && shared.store_healthy() && !chores.swap(true, Ordering::AcqRel) {
+            if refresh {
+                next_refresh = now + SETTINGS_REFRESH_INTERVAL;
+            }
+            if flush {
+                next_flush = now + STATS_FLUSH_INTERVAL;
+            }
+            let (sh, busy, last_error) = (shared.clone(), chores.clone(), settings_error.clone());
+            // Detached: a store that hangs holds up this, not the heartbeat;
+            // `chores` keeps a second one from starting meanwhile.
+            tokio::task::spawn_blocking(move || {
+                if refresh {
+                    refresh_settings(&sh.store, &last_error);
+                }
+                if flush {
+                    if let Err(e) = sh.stats.flush(&sh.store) {
+                        tracing::warn!(error = %e, "cannot write the message counts");
+                    }
+                }
+                busy.store(false, Ordering::Release);
+            });
         }
         if in_flight.load(Ordering::Acquire) {
             shared.set_healthy(false, "the previous store probe has not returned");
@@ -352,6 +413,31 @@ async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop
             Ok(Ok(Err(e))) => shared.set_healthy(false, &e),
             Ok(Err(e)) => shared.set_healthy(false, &e.to_string()),
             Err(_) => shared.set_healthy(false, "no answer within the deadline"),
+        }
+    }
+}
+
+/// Follows cluster.toml, logging a change once and a bad file once per
+/// distinct error.
+fn refresh_settings(store: &Store, last_error: &Mutex<Option<String>>) {
+    let r = store.refresh_settings();
+    let mut last = last_error.lock().unwrap_or_else(|e| e.into_inner());
+    match r {
+        Ok(changed) => {
+            if changed {
+                let s = store.settings();
+                tracing::info!(domains = ?s.domains, hostname = %s.hostname, limits = ?s.limits, "cluster settings changed");
+            }
+            if last.take().is_some() {
+                tracing::info!("cluster.toml is readable again");
+            }
+        }
+        Err(e) => {
+            let e = e.to_string();
+            if last.as_deref() != Some(e.as_str()) {
+                tracing::error!(error = %e, "cluster.toml changed but cannot be used; keeping the settings in force");
+                *last = Some(e);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use proto::data::DataDecoder;
 use proto::smtp::{parse_command, Command, Error as ParseError, ForwardPath, Mailbox, Params};
 use store::{Address, Envelope, Spool, Store};
 
+use crate::config::SessionLimits;
 use crate::conn::{Conn, ConnError};
 use crate::server::{Service, Shared};
 
@@ -44,6 +45,10 @@ pub struct Session {
     auth_failures: u32,
     bad_commands: u32,
     tx: Option<Transaction>,
+    /// Message size and recipient limits, taken at the start and again at
+    /// each EHLO/HELO, so that what EHLO advertised is what is enforced
+    /// until the next one (the cluster's settings may change meanwhile).
+    limits: SessionLimits,
 }
 
 enum Flow {
@@ -53,7 +58,8 @@ enum Flow {
 
 impl Session {
     pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr, service: Service) -> Session {
-        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, tx: None }
+        let limits = shared.session_limits();
+        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, tx: None, limits }
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -71,13 +77,13 @@ impl Session {
         if !self.shared.store_healthy() {
             // RFC 5321 3.1, 4.2.3: 421 at the greeting; the client tries
             // the next MX. Never accept mail that cannot be stored.
-            let _ = self.reply(421, "4.3.0", &format!("{} mail store unavailable, try again later", self.shared.hostname)).await;
+            let _ = self.reply(421, "4.3.0", &format!("{} mail store unavailable, try again later", self.shared.hostname())).await;
             if let Some(c) = self.conn.take() {
                 c.close().await;
             }
             return;
         }
-        let greeting = format!("{} ESMTP mailfort", self.shared.hostname);
+        let greeting = format!("{} ESMTP mailfort", self.shared.hostname());
         // RFC 5321 4.3.1: the greeting is 220 (no enhanced code, RFC 2034 3).
         if self.reply(220, "", &greeting).await.is_err() {
             return;
@@ -188,11 +194,13 @@ impl Session {
         self.tx = None;
         self.helo = Some(domain.to_string());
         self.esmtp = esmtp;
-        let first = format!("{} greets {}", self.shared.hostname, domain);
+        self.limits = self.shared.session_limits();
+        let first = format!("{} greets {}", self.shared.hostname(), domain);
         if !esmtp {
             return self.reply(250, "", &first).await;
         }
-        let size = format!("SIZE {}", self.shared.config.limits.max_message_size);
+        // RFC 1870 4: SIZE with the fixed maximum message size in octets.
+        let size = format!("SIZE {}", self.limits.max_message_size);
         let mut lines: Vec<&str> = vec![&first, "PIPELINING", &size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"];
         // RFC 3207 4.2: STARTTLS is not offered once TLS is in use.
         let tls = self.conn.as_ref().map_or(false, |c| c.tls);
@@ -227,7 +235,7 @@ impl Session {
             if key.eq_ignore_ascii_case("SIZE") {
                 // RFC 1870 6: a declared size over our limit is refused now.
                 match value.and_then(|v| v.parse::<u64>().ok()) {
-                    Some(n) if n > self.shared.config.limits.max_message_size => {
+                    Some(n) if n > self.limits.max_message_size => {
                         return self.reply(552, "5.3.4", "Message size exceeds fixed maximum message size").await;
                     }
                     Some(_) => {}
@@ -275,7 +283,7 @@ impl Session {
         if let Some((k, _)) = params.iter().next() {
             return self.reply(555, "5.5.4", &format!("Unsupported parameter {k}")).await;
         }
-        if tx.local.len() + tx.remote.len() >= self.shared.config.limits.max_recipients {
+        if tx.local.len() + tx.remote.len() >= self.limits.max_recipients {
             // RFC 5321 4.5.3.1.10: 452 for too many recipients.
             return self.reply(452, "4.5.3", "Too many recipients").await;
         }
@@ -352,7 +360,7 @@ impl Session {
         let return_path_len = if trace.starts_with("Return-Path:") { trace.find("\r\n").map_or(0, |i| i + 2) } else { 0 };
         // RFC 5321 4.1.1.4: 354, then the data up to <CRLF>.<CRLF>.
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>").await?;
-        let max = self.shared.config.limits.max_message_size;
+        let max = self.limits.max_message_size;
         let timeout = self.shared.config.limits.data_timeout();
         let mut dec = DataDecoder::new();
         let mut out = vec![0u8; DECODE_CHUNK];
@@ -391,7 +399,7 @@ impl Session {
                 match body.client_message().await {
                     Ok(msg) => {
                         let helo = self.helo.clone().unwrap_or_default();
-                        let v = verifier.check(self.peer.ip(), &helo, &tx.from, &msg, &self.shared.hostname).await;
+                        let v = verifier.check(self.peer.ip(), &helo, &tx.from, &msg, &self.shared.hostname()).await;
                         tracing::info!(peer = %self.peer, result = %v.summary, "authentication checks");
                         if v.dmarc_policy_reject && self.shared.config.inbound.dmarc_reject {
                             // RFC 7489 6.7 and 10.3: the domain asks for
@@ -414,6 +422,8 @@ impl Session {
             match body.commit(tx.local.clone(), env).await {
                 Ok(()) => {
                     tracing::info!(id = %name, from = %tx.from, local = tx.local.len(), remote = tx.remote.len(), size, "accepted");
+                    // Durable now: counted once, whatever happens to the 250.
+                    self.shared.stats.count_in();
                     if !tx.remote.is_empty() {
                         self.shared.queue_notify.notify_one();
                     }
@@ -462,7 +472,7 @@ impl Session {
         if !tx.local.is_empty() {
             h.push_str(&format!("Return-Path: <{}>\r\n", tx.from));
         }
-        h.push_str(&format!("Received: from {helo} ([{ip}])\r\n\tby {} (mailfort) with {proto} id {id}{only};\r\n\t{date}\r\n", self.shared.hostname));
+        h.push_str(&format!("Received: from {helo} ([{ip}])\r\n\tby {} (mailfort) with {proto} id {id}{only};\r\n\t{date}\r\n", self.shared.hostname()));
         h
     }
 

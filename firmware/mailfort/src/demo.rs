@@ -24,7 +24,7 @@ const DOMAIN: &str = "example.test";
 const DEMO_USER: &str = "demo@example.test";
 const NODES: usize = 3;
 /// Ports of node 1; node N adds (N-1) x NODE_PORT_STEP.
-const BASE_PORTS: [(&str, u16); 5] = [("smtp", 2525), ("submission", 2587), ("submissions", 2465), ("pop3", 2110), ("pop3s", 2995)];
+const BASE_PORTS: [(&str, u16); 6] = [("smtp", 2525), ("submission", 2587), ("submissions", 2465), ("pop3", 2110), ("pop3s", 2995), ("admin", 2443)];
 const NODE_PORT_STEP: u16 = 10_000;
 /// How often the demo looks at the live set and the zone.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -51,6 +51,8 @@ struct DemoNode {
     ports: Vec<(&'static str, SocketAddr)>,
     child: Option<Child>,
     log: PathBuf,
+    /// The node's settings file (the admin page's node settings).
+    config: PathBuf,
 }
 
 impl DemoNode {
@@ -58,13 +60,36 @@ impl DemoNode {
         self.ports.iter().find(|(s, _)| *s == svc).map(|(_, a)| *a).expect("every service has a port")
     }
 
+    /// Writes the node's settings file on the first run; later runs keep
+    /// what was changed on the admin page.
+    fn write_config(&self, store: &Path) -> anyhow::Result<()> {
+        if self.config.exists() {
+            return Ok(());
+        }
+        let mut t = toml::Table::new();
+        t.insert("node".into(), self.name.clone().into());
+        t.insert("rank".into(), (self.index as i64).into());
+        t.insert("store".into(), store.display().to_string().into());
+        t.insert("allow_plaintext_auth".into(), true.into());
+        for (svc, addr) in &self.ports {
+            let list = toml::Value::Array(vec![addr.to_string().into()]);
+            if *svc == "admin" {
+                let mut a = toml::Table::new();
+                a.insert("listen".into(), list);
+                t.insert("admin".into(), a.into());
+            } else {
+                t.insert(svc.to_string(), list);
+            }
+        }
+        std::fs::write(&self.config, toml::to_string(&t)?).with_context(|| format!("cannot write {}", self.config.display()))?;
+        Ok(())
+    }
+
     fn start(&mut self, exe: &Path, store: &Path) -> anyhow::Result<()> {
+        self.write_config(store)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
         let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--store"]).arg(store).args(["--node", &self.name, "--rank", &self.index.to_string(), "--allow-plaintext-auth"]);
-        for (svc, addr) in &self.ports {
-            cmd.arg(format!("--{svc}")).arg(addr.to_string());
-        }
+        cmd.args(["serve", "--config"]).arg(&self.config);
         let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().with_context(|| format!("cannot start {}", self.name))?;
         self.child = Some(child);
         Ok(())
@@ -110,6 +135,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} holds a store that does not serve {DOMAIN}; use another --dir", store_dir.display());
     }
     let password = demo_password(&dir, &store)?;
+    let admin_password = demo_admin_password(&dir, &store)?;
     let key = demo_dns(&store, a.dns)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -122,13 +148,13 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
             .map(|i| {
                 let step = (i as u16 - 1) * NODE_PORT_STEP + a.port_offset;
                 let ports = BASE_PORTS.iter().map(|(s, p)| (*s, SocketAddr::new(IpAddr::from([127, 0, 0, 1]), p + step))).collect();
-                DemoNode { index: i, name: format!("node{i}"), ports, child: None, log: dir.join(format!("node{i}.log")) }
+                DemoNode { index: i, name: format!("node{i}"), ports, child: None, log: dir.join(format!("node{i}.log")), config: dir.join(format!("node{i}.toml")) }
             })
             .collect();
         for n in nodes.iter_mut() {
             n.start(&exe, &store_dir)?;
         }
-        print_banner(&dir, &nodes, &password, a.dns);
+        print_banner(&dir, &nodes, &password, &admin_password, a.dns);
         let store = Arc::new(store);
         let r = watch_loop(&exe, &store, &store_dir, &mut nodes, &server).await;
         say("stopping the nodes");
@@ -169,6 +195,30 @@ fn demo_password(dir: &Path, store: &Store) -> anyhow::Result<String> {
         store.accounts().add(&user, &pw, &store.settings().domains)?;
     }
     store.ensure_maildir(&user)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
+    writeln!(f, "{pw}")?;
+    Ok(pw)
+}
+
+/// The admin page's password: made up once, kept beside the store, and
+/// its hash in the store (the same on every node).
+fn demo_admin_password(dir: &Path, store: &Store) -> anyhow::Result<String> {
+    let file = dir.join("admin-password");
+    let stored = admin::access::read_admin_hash(store.root()).map_err(anyhow::Error::msg)?;
+    if let (Ok(pw), Some(h)) = (std::fs::read_to_string(&file), &stored) {
+        if admin::password::verify_password(h, pw.trim()) {
+            return Ok(pw.trim().to_string());
+        }
+    }
+    if stored.is_some() && !file.exists() {
+        // Someone set their own; leave it.
+        return Ok("(the one you set)".into());
+    }
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
+    let pw: String = (0..12).map(|_| ALPHABET[rand_index(ALPHABET.len())] as char).collect();
+    let hash = admin::password::hash_password(&pw).map_err(anyhow::Error::msg)?;
+    admin::access::write_admin_hash(store.root(), &hash).map_err(anyhow::Error::msg)?;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&file)?;
     writeln!(f, "{pw}")?;
@@ -217,15 +267,16 @@ fn say(msg: &str) {
     let _ = std::io::stdout().flush();
 }
 
-fn print_banner(dir: &Path, nodes: &[DemoNode], password: &str, dns: SocketAddr) {
+fn print_banner(dir: &Path, nodes: &[DemoNode], password: &str, admin_password: &str, dns: SocketAddr) {
     println!("mailfort demo: three mail nodes on one shared store, DNS following the live set\n");
     println!("  store        {}", dir.join("store").display());
     println!("  demo user    {DEMO_USER}   password {password}");
-    println!("  DNS server   {dns}   (dig @{} -p {} MX {DOMAIN})\n", dns.ip(), dns.port());
-    println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  log", "node", "smtp", "subm", "subms", "pop3", "pop3s", "pid");
+    println!("  DNS server   {dns}   (dig @{} -p {} MX {DOMAIN})", dns.ip(), dns.port());
+    println!("  admin page   https://{}/   password {admin_password}   (self-signed certificate)\n", nodes[0].port("admin"));
+    println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  log", "node", "smtp", "subm", "subms", "pop3", "pop3s", "admin", "pid");
     for n in nodes {
         let p = |s: &str| n.port(s).port();
-        println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  {}", n.name, p("smtp"), p("submission"), p("submissions"), p("pop3"), p("pop3s"), n.pid().unwrap_or(0), n.log.display());
+        println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  {}", n.name, p("smtp"), p("submission"), p("submissions"), p("pop3"), p("pop3s"), p("admin"), n.pid().unwrap_or(0), n.log.display());
     }
     println!("\n  all on 127.0.0.1; logins without TLS are allowed in the demo.");
     println!("  try:  swaks --server 127.0.0.1:2525 --to {DEMO_USER}");

@@ -1,7 +1,7 @@
 //! `mailfort`: the one binary of the appliance. It parses arguments and
 //! calls the library crates; the work happens there.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +49,9 @@ enum Cmd {
     Console {
         #[command(flatten)]
         store: StoreArg,
+        /// The node's config file, for `node show` / `node set`.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -237,6 +240,9 @@ struct ServeArgs {
     /// SMTP listen addresses unless they are wildcards).
     #[arg(long, value_name = "IP")]
     advertise: Vec<std::net::IpAddr>,
+    /// HTTPS admin page listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    admin: Vec<String>,
     /// Allow AUTH and USER/PASS without TLS (tests on loopback only).
     #[arg(long)]
     allow_plaintext_auth: bool,
@@ -277,67 +283,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Cluster(c) => cluster_cmd::run(c),
         Cmd::Dkim(c) => dkim(c),
         Cmd::Demo(a) => demo::run(a),
-        Cmd::Console { store } => Ok(init::console::run_process(&store.store)?),
+        Cmd::Console { store, config } => Ok(admin::process::run_console(&store.store, config)?),
     }
 }
 
+/// The queue commands are the console's (one command set).
 fn queue(cmd: QueueCmd) -> anyhow::Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let state = |s: &Store, e: &store::QueueEntry| -> String {
-        let held = s.lease_holder(&maild::outbound::lease_name(&e.id), "admin").ok().flatten();
-        match held {
-            Some((h, _)) => format!("being delivered by {}", h.node),
-            None if e.envelope.next_attempt <= now => "due now".into(),
-            None => format!("next attempt in {}s", e.envelope.next_attempt - now),
-        }
+    use admin::commands::Command;
+    let (store, c) = match cmd {
+        QueueCmd::List { store } => (store, Command::QueueList),
+        QueueCmd::Show { store, id } => (store, Command::QueueShow(id)),
+        QueueCmd::Retry { store, id } => (store, Command::QueueRetry(id)),
+        QueueCmd::Delete { store, id } => (store, Command::QueueDelete(id)),
     };
-    match cmd {
-        QueueCmd::List { store } => {
-            let s = Store::open(&store.store)?;
-            let entries = s.queue_list()?;
-            if entries.is_empty() {
-                println!("the queue is empty");
-            }
-            for e in entries {
-                let from = if e.envelope.from.is_empty() { "<>".to_string() } else { e.envelope.from.clone() };
-                println!("{}  {} bytes  from {}  to {}  attempts {}  {}{}", e.id, e.size, from, e.envelope.rcpts.join(", "), e.envelope.attempts, state(&s, &e), e.envelope.last_error.as_ref().map(|x| format!("  last error: {x}")).unwrap_or_default());
-            }
-        }
-        QueueCmd::Show { store, id } => {
-            let s = Store::open(&store.store)?;
-            let e = s.queue_get(&id).map_err(|_| anyhow::anyhow!("no queue entry {id}"))?;
-            let env = &e.envelope;
-            println!("id:           {}", e.id);
-            println!("size:         {} bytes", e.size);
-            println!("from:         <{}>", env.from);
-            println!("to:           {}", env.rcpts.join(", "));
-            println!("accepted by:  {} at {}", env.node, maild::date::rfc5322(std::time::UNIX_EPOCH + std::time::Duration::from_secs(env.created)));
-            println!("attempts:     {}", env.attempts);
-            println!("state:        {}", state(&s, &e));
-            if let Some(err) = &env.last_error {
-                println!("last error:   {err}");
-            }
-            let msg = std::fs::read(s.queue_message_path(&e.id))?;
-            let end = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(msg.len());
-            println!("\n{}", String::from_utf8_lossy(&msg[..end]).replace("\r\n", "\n"));
-        }
-        QueueCmd::Retry { store, id } => {
-            let s = Store::open(&store.store)?;
-            let mut e = s.queue_get(&id).map_err(|_| anyhow::anyhow!("no queue entry {id}"))?;
-            e.envelope.next_attempt = 0;
-            if !s.queue_update(&id, &e.envelope)? {
-                bail!("no queue entry {id}");
-            }
-            println!("{id} is due now");
-        }
-        QueueCmd::Delete { store, id } => {
-            let s = Store::open(&store.store)?;
-            if !s.queue_remove(&id)? {
-                bail!("no queue entry {id}");
-            }
-            println!("deleted {id}");
-        }
+    let host = admin::process::ProcessHost::new(&store.store, None, admin::process::ProcessInfo::default());
+    let reply = admin::commands::execute(&c, &host, None, None);
+    if reply.error {
+        bail!("{}", reply.text.trim_start_matches("error: "));
     }
+    println!("{}", reply.text);
     Ok(())
 }
 
@@ -407,6 +371,7 @@ fn default_node_name() -> String {
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let config_file = a.config.clone();
     let mut cfg: NodeConfig = match &a.config {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?;
@@ -432,6 +397,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ("submissions", &a.submissions, &mut cfg.submissions),
         ("pop3", &a.pop3, &mut cfg.pop3),
         ("pop3s", &a.pop3s, &mut cfg.pop3s),
+        ("admin", &a.admin, &mut cfg.admin.listen),
     ] {
         if let Some(v) = listen_flag(flag, values)? {
             *target = v;
@@ -451,14 +417,20 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
+        // Standard error, and the ring the admin page shows.
+        .with_writer(|| admin::log::RingWriter::new("serve"))
+        .with_ansi(false)
         .with_target(false)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let node = maild::Node::bind(cfg.clone()).await?;
-        let addrs: Vec<String> = node.local_addrs().iter().map(|(s, a)| format!("{s}={a}")).collect();
+        let mut addrs: Vec<String> = node.local_addrs().iter().map(|(s, a)| format!("{s}={a}")).collect();
+        if !cfg.admin.listen.is_empty() {
+            for a in start_admin_page(&cfg, config_file, &addrs).await? {
+                addrs.push(format!("admin={a}"));
+            }
+        }
         tracing::info!(node = %cfg.node, "serving {}", addrs.join(" "));
         // A machine-readable line for scripts and tests that start nodes on
         // port 0.
@@ -466,6 +438,33 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let _ = io::stdout().flush();
         node.run(stop_signal()).await
     })
+}
+
+/// The admin page of a node run as a process: the command set over this
+/// node's config file and store, with the cluster's certificate.
+async fn start_admin_page(cfg: &NodeConfig, config_file: Option<PathBuf>, services: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
+    let store = cfg.store.clone();
+    let resolver = tokio::task::spawn_blocking(move || Store::open(&store).map_err(anyhow::Error::from).and_then(|s| maild::tls::cluster_resolver(&s).map_err(anyhow::Error::from))).await??;
+    let tls = maild::tls::server_config(resolver);
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for a in &cfg.admin.listen {
+        let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("admin page: cannot listen on {a}"))?;
+        bound.push(l.local_addr()?);
+        listeners.push(l);
+    }
+    let info = admin::process::ProcessInfo { node: cfg.node.clone(), rank: Some(cfg.rank), address: services.join(" ") };
+    let host = std::sync::Arc::new(admin::process::ProcessHost::new(&cfg.store, config_file, info));
+    let mut web = admin::web::WebConfig::default();
+    if cfg.admin.session_idle_secs > 0 {
+        web.session_idle = std::time::Duration::from_secs(cfg.admin.session_idle_secs);
+    }
+    tokio::spawn(async move {
+        if let Err(e) = admin::web::serve(listeners, host, tls, web, std::future::pending()).await {
+            tracing::error!("admin page: {e}");
+        }
+    });
+    Ok(bound)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -96,8 +96,11 @@ fn demo_failover_keeps_every_message() {
     let mut demo = Demo { child, lines };
     let user_line = demo.wait_line("the demo user", Duration::from_secs(60), |l| l.contains("demo user"));
     let password = field_after(&user_line, "password").to_string();
+    // The banner's table: the pid column is the one headed `pid`.
+    let header = demo.wait_line("the node table", Duration::from_secs(5), |l| l.trim_start().starts_with("node ") && l.contains(" pid"));
+    let pid_col = header.split_whitespace().position(|w| w == "pid").expect("pid column");
     let node1_line = demo.wait_line("node1's row", Duration::from_secs(5), |l| l.trim_start().starts_with("node1 "));
-    let node1_pid = node1_line.split_whitespace().nth(6).unwrap().to_string();
+    let node1_pid = node1_line.split_whitespace().nth(pid_col).unwrap().to_string();
     demo.wait_line("the full MX set", Duration::from_secs(60), |l| l.contains("DNS MX example.test: 10 node1.example.test, 20 node2.example.test, 30 node3.example.test"));
 
     let state = dir.path().join("state.json");

@@ -160,3 +160,43 @@ fn bare_init_outside_a_box_refuses() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("only as PID 1"));
 }
+
+#[test]
+fn console_covers_node_cluster_queue_and_certificate() {
+    let f = Fixture::new();
+    let cfg = f.dir.path().join("node.toml");
+    std::fs::write(&cfg, "node = \"n1\"\n").expect("config");
+    let cfg_arg = cfg.to_str().expect("utf8");
+    let script = "node set rank 0\nnode set rank 3\nnode show\n\
+                  cluster set domains example.test, other.test\ncluster set hostname bad host\ncluster set limits.max_recipients 50\ncluster show\n\
+                  queue list\nqueue retry 1.2_3.nowhere\ncert show\ncert regenerate\n\
+                  cert upload\nnot a certificate\n.\n\
+                  admin-passwd\nadmin-pw\nadmin-pw\n";
+    let o = run(&["console", "--store", f.store_arg(), "--config", cfg_arg], script);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for want in [
+        "error: rank: 1 or more",
+        "rank = 3 saved; written to",
+        "domains = example.test, other.test saved in the store",
+        "error: 'bad host' is not a valid host name",
+        "error: limits.max_recipients",
+        "the queue is empty",
+        "no queue entry 1.2_3.nowhere",
+        "source       self-signed",
+        "new self-signed certificate",
+        "admin password changed",
+    ] {
+        assert!(t.contains(want), "no '{want}' in:\n{t}");
+    }
+    // The upload of garbage was refused and changed nothing: still the
+    // self-signed certificate.
+    assert!(t.matches("error:").count() >= 5, "{t}");
+    // What the console saved is where the rest of mailfort reads it.
+    let c = std::fs::read_to_string(&cfg).expect("config");
+    assert!(c.contains("rank = 3") && c.contains("node = \"n1\""), "{c}");
+    let cluster = std::fs::read_to_string(f.store.join("cluster.toml")).expect("cluster.toml");
+    assert!(cluster.contains("other.test") && !cluster.contains("bad host"), "{cluster}");
+    let hash = std::fs::read_to_string(f.store.join("admin.hash")).expect("admin hash");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+}

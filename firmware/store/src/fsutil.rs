@@ -54,12 +54,27 @@ pub fn persist_names_nfs(file: &File, nfs: bool) -> io::Result<()> {
 /// fsynced, renamed over the target, and the directory fsynced. Readers
 /// see the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace_file(path, contents, true)
+}
+
+/// Like [`write_atomic`], readers see the old file or the new one, never a
+/// mix; but nothing is fsynced, so after a crash of the machine (or the
+/// storage host) the old content may come back. For files whose loss costs
+/// little (counters, status reports), written often.
+pub fn write_atomic_nosync(path: &Path, contents: &[u8]) -> io::Result<()> {
+    replace_file(path, contents, false)
+}
+
+fn replace_file(path: &Path, contents: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}.{}", std::process::id(), unique_suffix()));
     let result = (|| {
         let mut f = OpenOptions::new().read(true).write(true).create_new(true).open(&tmp)?;
         f.write_all(contents)?;
+        if !durable {
+            return fs::rename(&tmp, path);
+        }
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         sync_dir(dir)?;

@@ -10,7 +10,9 @@
 //! <store>/spool/<node>/     a node's messages being received
 //! <store>/cluster/nodes/    heartbeats
 //! <store>/cluster/locks/    POP3 maildrop locks and leases
+//! <store>/cluster/dns-state.toml  the DNS announcer's last report
 //! <store>/tls/              the cluster's certificate and key
+//! <store>/stats/<node>      a node's message counts of the last hour
 //! ```
 //!
 //! The rules that make several writers safe, also over NFS: a message is
@@ -26,6 +28,7 @@ pub mod fsutil;
 pub mod lock;
 pub mod maildir;
 pub mod queue;
+pub mod stats;
 mod store;
 
 pub use accounts::{Accounts, AccountError};
@@ -33,4 +36,7 @@ pub use address::{Address, AddressError};
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use maildir::{MessageEntry, Spool};
 pub use queue::{Envelope, QueueEntry};
-pub use store::{ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION};
+pub use store::{
+    ClusterLimits, ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
+    MIN_RECIPIENTS_LIMIT,
+};

@@ -1,6 +1,7 @@
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,60 @@ pub struct ClusterSettings {
     /// The DNS failover announcer; without it DNS is left alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSettings>,
+    /// Limits for every node; each one set overrides the node's own.
+    #[serde(default, skip_serializing_if = "ClusterLimits::is_empty")]
+    pub limits: ClusterLimits,
+}
+
+/// RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per
+/// message, so no recipient limit may be set below this.
+pub const MIN_RECIPIENTS_LIMIT: usize = 100;
+/// The largest recipient limit the settings may ask for: each recipient
+/// costs memory and a link per message, so a typo must not make it
+/// unbounded.
+pub const MAX_RECIPIENTS_LIMIT: usize = 100_000;
+/// The smallest message size limit the settings may ask for: below this,
+/// ordinary mail (a few paragraphs and trace headers) would bounce.
+pub const MIN_MESSAGE_SIZE_LIMIT: u64 = 64 * 1024;
+/// The hard cap of the message size limit, whatever the settings say:
+/// messages are spooled to disk, but every copy and check of a message
+/// reads it whole, and past this that is no longer mail.
+pub const MESSAGE_SIZE_HARD_CAP: u64 = 1 << 30;
+
+/// Cluster-wide limits in `[limits]` of `cluster.toml`. Each limit that is
+/// set replaces the node's own (`NodeConfig` limits) on every node.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterLimits {
+    /// Largest message accepted, in bytes (advertised with SIZE, RFC 1870).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_message_size: Option<u64>,
+    /// Recipients per message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_recipients: Option<usize>,
+}
+
+impl ClusterLimits {
+    /// Whether no limit is set (the nodes' own limits apply).
+    pub fn is_empty(&self) -> bool {
+        self.max_message_size.is_none() && self.max_recipients.is_none()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(n) = self.max_recipients {
+            if n < MIN_RECIPIENTS_LIMIT {
+                return Err(format!("limits.max_recipients must be at least {MIN_RECIPIENTS_LIMIT} (RFC 5321 4.5.3.1.8), not {n}"));
+            }
+            if n > MAX_RECIPIENTS_LIMIT {
+                return Err(format!("limits.max_recipients must be at most {MAX_RECIPIENTS_LIMIT}, not {n}"));
+            }
+        }
+        if let Some(n) = self.max_message_size {
+            if !(MIN_MESSAGE_SIZE_LIMIT..=MESSAGE_SIZE_HARD_CAP).contains(&n) {
+                return Err(format!("limits.max_message_size must be {MIN_MESSAGE_SIZE_LIMIT} to {MESSAGE_SIZE_HARD_CAP} bytes, not {n}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where the announcer keeps the cluster's DNS records (RFC 2136 UPDATE,
@@ -102,11 +157,38 @@ fn default_tsig_algorithm() -> String {
     "hmac-sha256".into()
 }
 
+/// The settings file under the store's root.
+const SETTINGS_FILE: &str = "cluster.toml";
+
+/// What identifies one version of a file without reading it: a rename
+/// over it changes the inode, a rewrite in place the size or times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(m: &fs::Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) }
+    }
+}
+
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
-    settings: ClusterSettings,
+    /// The id of the store that was opened; settings read later must
+    /// carry the same one.
+    store_id: String,
+    /// The settings as last read; replaced whole by `refresh_settings`.
+    settings: RwLock<Arc<ClusterSettings>>,
+    /// The stamp of the `cluster.toml` that `settings` came from.
+    settings_stamp: Mutex<Option<FileStamp>>,
     accounts: Accounts,
     /// The store is an NFS mount (durability needs an extra step).
     on_nfs: bool,
@@ -132,7 +214,7 @@ impl Store {
         for d in ["mail", "queue", "spool", "cluster/nodes", "cluster/locks", "tls"] {
             fsutil::create_dir_durable(&root.join(d)).map_err(io_err(root))?;
         }
-        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None };
+        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None, limits: ClusterLimits::default() };
         let toml = toml::to_string(&settings).map_err(|e| StoreError::Settings { path: root.join("cluster.toml"), reason: e.to_string() })?;
         fsutil::write_atomic(&root.join("cluster.toml"), toml.as_bytes()).map_err(io_err(root))?;
         fsutil::write_atomic(&root.join("accounts"), b"").map_err(io_err(root))?;
@@ -154,30 +236,103 @@ impl Store {
         if found.trim() != FORMAT_VERSION {
             return Err(StoreError::UnknownFormat { path: root.to_path_buf(), found: found.trim().chars().take(80).collect() });
         }
-        let settings = Self::read_settings(root)?;
-        Ok(Store { root: root.to_path_buf(), accounts: Accounts::new(root.join("accounts")), settings, on_nfs: fsutil::is_nfs(root) })
+        let (settings, stamp) = Self::read_settings_stamped(root)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            accounts: Accounts::new(root.join("accounts")),
+            store_id: settings.store_id.clone(),
+            settings: RwLock::new(Arc::new(settings)),
+            settings_stamp: Mutex::new(Some(stamp)),
+            on_nfs: fsutil::is_nfs(root),
+        })
     }
 
-    /// Reads `cluster.toml` again (it may have been edited since `open`).
+    /// Reads `cluster.toml` again (it may have been edited since `open`),
+    /// without changing the settings this store hands out.
     pub fn reload_settings(&self) -> Result<ClusterSettings, StoreError> {
         Self::read_settings(&self.root)
     }
 
-    /// Replaces `cluster.toml` atomically.
+    /// Follows changes of `cluster.toml`: when the file is not the one the
+    /// current settings came from (another inode, size or time), reads and
+    /// checks it and makes it the settings that [`Store::settings`] hands
+    /// out. `Ok(true)` when the settings changed. A file that does not
+    /// parse, fails the checks or names another store leaves the current
+    /// settings in place and is reported again on every call until fixed.
+    ///
+    /// Cheap when nothing changed (an open and an fstat; the open makes an
+    /// NFS client revalidate its cached attributes, close-to-open
+    /// consistency, RFC 7530 10.3.1), so it may be called every few
+    /// seconds.
+    pub fn refresh_settings(&self) -> Result<bool, StoreError> {
+        let mut stamp = self.settings_stamp.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.root.join(SETTINGS_FILE);
+        let mut file = fs::File::open(&path).map_err(io_err(&path))?;
+        let now = FileStamp::of(&file.metadata().map_err(io_err(&path))?);
+        if *stamp == Some(now) {
+            return Ok(false);
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_err(&path))?;
+        let new = Self::parse_settings(&path, &text)?;
+        if new.store_id != self.store_id {
+            return Err(StoreError::Settings { path, reason: format!("store id changed from {} to {}: not the store this node opened", self.store_id, new.store_id) });
+        }
+        let changed = *self.settings() != new;
+        if changed {
+            *self.settings.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+        }
+        *stamp = Some(now);
+        Ok(changed)
+    }
+
+    /// Replaces `cluster.toml` atomically, after the same checks a reader
+    /// makes (a file every node would refuse is never written), and makes
+    /// it this store's settings. The store id cannot change.
     pub fn write_settings(&self, settings: &ClusterSettings) -> Result<(), StoreError> {
-        let path = self.root.join("cluster.toml");
+        let path = self.root.join(SETTINGS_FILE);
+        Self::check_settings(&path, settings)?;
+        if !valid_domain(&settings.hostname) {
+            return Err(StoreError::BadDomain(settings.hostname.clone()));
+        }
+        if settings.store_id != self.store_id {
+            return Err(StoreError::Settings { path, reason: format!("the store id is {}, not {}", self.store_id, settings.store_id) });
+        }
         let toml = toml::to_string(settings).map_err(|e| StoreError::Settings { path: path.clone(), reason: e.to_string() })?;
-        fsutil::write_atomic(&path, toml.as_bytes()).map_err(io_err(&path))
+        fsutil::write_atomic(&path, toml.as_bytes()).map_err(io_err(&path))?;
+        if let Err(e) = self.refresh_settings() {
+            tracing::warn!(error = %e, "cluster.toml written but not read back");
+        }
+        Ok(())
     }
 
     fn read_settings(root: &Path) -> Result<ClusterSettings, StoreError> {
-        let path = root.join("cluster.toml");
-        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-        let s: ClusterSettings = toml::from_str(&text).map_err(|e| StoreError::Settings { path: path.clone(), reason: e.to_string() })?;
-        if s.domains.is_empty() || !s.domains.iter().all(|d| valid_domain(d)) {
-            return Err(StoreError::Settings { path, reason: "domains must be a non-empty list of domain names".into() });
-        }
+        Self::read_settings_stamped(root).map(|(s, _)| s)
+    }
+
+    fn read_settings_stamped(root: &Path) -> Result<(ClusterSettings, FileStamp), StoreError> {
+        let path = root.join(SETTINGS_FILE);
+        let mut file = fs::File::open(&path).map_err(io_err(&path))?;
+        // The stamp before the content: a change while reading shows as a
+        // new stamp at the next refresh.
+        let stamp = FileStamp::of(&file.metadata().map_err(io_err(&path))?);
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(io_err(&path))?;
+        Ok((Self::parse_settings(&path, &text)?, stamp))
+    }
+
+    fn parse_settings(path: &Path, text: &str) -> Result<ClusterSettings, StoreError> {
+        let s: ClusterSettings = toml::from_str(text).map_err(|e| StoreError::Settings { path: path.to_path_buf(), reason: e.to_string() })?;
+        Self::check_settings(path, &s)?;
         Ok(s)
+    }
+
+    fn check_settings(path: &Path, s: &ClusterSettings) -> Result<(), StoreError> {
+        let bad = |reason: String| StoreError::Settings { path: path.to_path_buf(), reason };
+        if s.domains.is_empty() || !s.domains.iter().all(|d| valid_domain(d)) {
+            return Err(bad("domains must be a non-empty list of domain names".into()));
+        }
+        s.limits.validate().map_err(bad)
     }
 
     pub fn on_nfs(&self) -> bool {
@@ -188,8 +343,11 @@ impl Store {
         &self.root
     }
 
-    pub fn settings(&self) -> &ClusterSettings {
-        &self.settings
+    /// The cluster settings as last read (at `open`, or by the latest
+    /// [`Store::refresh_settings`] that found a change). A snapshot: it
+    /// does not change under the caller.
+    pub fn settings(&self) -> Arc<ClusterSettings> {
+        self.settings.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn accounts(&self) -> &Accounts {
@@ -199,7 +357,7 @@ impl Store {
     /// Whether mail for `domain` is stored here.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         let d = domain.trim_end_matches('.');
-        self.settings.domains.iter().any(|x| x.eq_ignore_ascii_case(d))
+        self.settings().domains.iter().any(|x| x.eq_ignore_ascii_case(d))
     }
 
     /// The Maildir of `addr`.
@@ -240,11 +398,19 @@ impl Store {
         if s.trim() != FORMAT_VERSION {
             return Err(StoreError::UnknownFormat { path: self.root.clone(), found: s.trim().to_string() });
         }
-        let now = Self::read_settings(&self.root)?;
-        if now.store_id != self.settings.store_id {
-            return Err(StoreError::Settings { path: self.root.join("cluster.toml"), reason: format!("store id changed from {} to {}: not the store this node opened", self.settings.store_id, now.store_id) });
+        // Only the id is checked here: settings edited into something
+        // unusable are refused by `refresh_settings` (the settings in force
+        // stay), and must not make every node stop taking mail.
+        #[derive(Deserialize)]
+        struct Id {
+            store_id: String,
         }
-        Ok(())
+        let path = self.root.join(SETTINGS_FILE);
+        let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+        match toml::from_str::<Id>(&text) {
+            Ok(now) if now.store_id != self.store_id => Err(StoreError::Settings { path, reason: format!("store id changed from {} to {}: not the store this node opened", self.store_id, now.store_id) }),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -277,6 +443,72 @@ mod tests {
         fs::write(other.join("x"), "").unwrap();
         assert!(matches!(Store::init(&other, "example.test", None), Err(StoreError::NotEmpty(_))));
         assert!(matches!(Store::init(&dir.path().join("n"), "bad/domain", None), Err(StoreError::BadDomain(_))));
+    }
+
+    #[test]
+    fn settings_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let s = Store::init(&root, "example.test", None).unwrap();
+        let other = Store::open(&root).unwrap();
+        assert!(!s.refresh_settings().unwrap(), "nothing changed yet");
+        let before = s.settings();
+
+        // Another process (here: another Store) writes new settings.
+        let mut next = (*other.settings()).clone();
+        next.domains.push("example.org".into());
+        next.limits = ClusterLimits { max_message_size: Some(MIN_MESSAGE_SIZE_LIMIT), max_recipients: Some(MIN_RECIPIENTS_LIMIT) };
+        other.write_settings(&next).unwrap();
+        assert!(!s.is_local_domain("example.org"), "not before a refresh");
+        assert!(s.refresh_settings().unwrap());
+        assert!(s.is_local_domain("example.org"));
+        assert_eq!(*s.settings(), next);
+        assert_eq!(before.domains, vec!["example.test"], "an earlier snapshot does not change");
+        assert!(!s.refresh_settings().unwrap());
+        // The writer sees its own change at once.
+        assert_eq!(*other.settings(), next);
+
+        // Bad content: the old settings stay, and the error is reported.
+        let path = root.join("cluster.toml");
+        let good = fs::read_to_string(&path).unwrap();
+        fs::write(&path, "domains = [").unwrap();
+        assert!(matches!(s.refresh_settings(), Err(StoreError::Settings { .. })));
+        assert_eq!(*s.settings(), next);
+        fs::write(&path, good.replace("max_recipients = 100", "max_recipients = 99")).unwrap();
+        let e = s.refresh_settings().unwrap_err().to_string();
+        assert!(e.contains("RFC 5321 4.5.3.1.8"), "{e}");
+        assert!(s.probe().is_ok(), "bad settings do not fail the health probe");
+        fs::write(&path, good.replace(&next.store_id, "0123")).unwrap();
+        assert!(s.refresh_settings().unwrap_err().to_string().contains("store id"));
+        assert!(s.probe().is_err(), "another store's settings do");
+        assert_eq!(*s.settings(), next);
+        // Fixed by hand (an editor writing in place): followed again.
+        fs::write(&path, good.replace("example.org", "example.net")).unwrap();
+        assert!(s.refresh_settings().unwrap());
+        assert!(s.is_local_domain("example.net") && !s.is_local_domain("example.org"));
+    }
+
+    #[test]
+    fn cluster_limits_are_checked() {
+        let ok = ClusterLimits { max_message_size: Some(MESSAGE_SIZE_HARD_CAP), max_recipients: Some(MAX_RECIPIENTS_LIMIT) };
+        assert!(ok.validate().is_ok());
+        assert!(ClusterLimits::default().validate().is_ok() && ClusterLimits::default().is_empty());
+        assert!(ClusterLimits { max_recipients: Some(MIN_RECIPIENTS_LIMIT - 1), ..ok }.validate().is_err());
+        assert!(ClusterLimits { max_recipients: Some(MAX_RECIPIENTS_LIMIT + 1), ..ok }.validate().is_err());
+        assert!(ClusterLimits { max_message_size: Some(MIN_MESSAGE_SIZE_LIMIT - 1), ..ok }.validate().is_err());
+        assert!(ClusterLimits { max_message_size: Some(MESSAGE_SIZE_HARD_CAP + 1), ..ok }.validate().is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::init(&dir.path().join("s"), "example.test", None).unwrap();
+        // Not written when unset; refused when invalid; the store id is fixed.
+        assert!(!fs::read_to_string(dir.path().join("s/cluster.toml")).unwrap().contains("limits"));
+        let mut bad = (*s.settings()).clone();
+        bad.limits.max_recipients = Some(10);
+        assert!(s.write_settings(&bad).is_err());
+        let mut bad = (*s.settings()).clone();
+        bad.store_id = "other".into();
+        assert!(s.write_settings(&bad).is_err());
+        assert_eq!(s.reload_settings().unwrap(), *s.settings());
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
     };
     let client = ClientSettings {
-        helo: shared.hostname.clone(),
+        helo: shared.hostname(),
         port: cfg.smtp_port,
         connect_timeout: Duration::from_secs(cfg.connect_timeout_secs),
         command_timeout: Duration::from_secs(cfg.command_timeout_secs),
@@ -204,16 +204,27 @@ impl Runner {
         let mut failed = Vec::new();
         let mut pending = Vec::new();
         let mut last_error = None;
+        // EHLO with the host name cluster.toml gives now.
+        let client = ClientSettings { helo: shared.hostname(), ..self.client.clone() };
+        // A message from <> is one of our notifications (RFC 5321 4.5.5:
+        // they are the mail sent with a null reverse-path; users and other
+        // servers cannot queue one here), not counted as a delivery.
+        let counted = !env.from.is_empty();
         for (domain, rcpts) in by_domain {
             let require_tls = cfg.require_tls_domains.iter().any(|d| d.eq_ignore_ascii_case(&domain));
             let outcomes = match self.resolver.targets(&domain).await {
-                Ok(targets) => client::deliver(&self.client, &targets, &env.from, &rcpts, body, require_tls).await,
+                Ok(targets) => client::deliver(&client, &targets, &env.from, &rcpts, body, require_tls).await,
                 Err(Unroutable::Permanent { status, reason }) => rcpts.iter().map(|_| Outcome::Permanent { status: status.to_string(), diagnostic: reason.clone(), host: None }).collect(),
                 Err(Unroutable::Temporary(reason)) => rcpts.iter().map(|_| Outcome::Temporary { diagnostic: reason.clone() }).collect(),
             };
             for (rcpt, o) in rcpts.into_iter().zip(outcomes) {
                 match o {
-                    Outcome::Delivered { host, reply } => tracing::info!(id, %rcpt, %host, %reply, "delivered"),
+                    Outcome::Delivered { host, reply } => {
+                        tracing::info!(id, %rcpt, %host, %reply, "delivered");
+                        if counted {
+                            shared.stats.count_out(1);
+                        }
+                    }
                     Outcome::Permanent { status, diagnostic, host } => {
                         tracing::info!(id, %rcpt, %status, %diagnostic, "delivery failed permanently");
                         failed.push(dsn::Failed { rcpt, status, diagnostic, remote_mta: host });
@@ -266,7 +277,7 @@ impl Runner {
                 tracing::info!(id, "no notification: the sender is <>");
                 continue;
             }
-            let report = dsn::build(kind, &shared.hostname, id, &env.from, arrival, &list, body);
+            let report = dsn::build(kind, &shared.hostname(), id, &env.from, arrival, &list, body);
             if let Err(e) = self.notify(&env.from, report).await {
                 tracing::error!(id, error = %e, "cannot send a delivery status notification");
             }
@@ -316,7 +327,7 @@ impl Runner {
                         return Err(format!("{addr} no longer exists"));
                     }
                     let mut spool = store.spool(node).map_err(|e| e.to_string())?;
-                    let trace = format!("Return-Path: <>\r\nReceived: by {} (mailfort) id {}; {}\r\n", shared.hostname, spool.name(), crate::date::rfc5322(SystemTime::now()));
+                    let trace = format!("Return-Path: <>\r\nReceived: by {} (mailfort) id {}; {}\r\n", shared.hostname(), spool.name(), crate::date::rfc5322(SystemTime::now()));
                     spool.write_all(trace.as_bytes()).map_err(|e| e.to_string())?;
                     spool.write_all(&report).map_err(|e| e.to_string())?;
                     spool.commit(store, &[addr], None).map_err(|e| e.to_string())

@@ -95,6 +95,8 @@ pub struct Node {
     pub submissions: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    /// The admin page (only with `--admin`).
+    pub admin: SocketAddr,
     pub log: PathBuf,
 }
 
@@ -144,7 +146,7 @@ impl Node {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| "127.0.0.1:9".parse().expect("addr"))
         };
-        Node { name: name.to_string(), smtp: addr("smtp"), submission: addr("submission"), submissions: addr("submissions"), pop3: addr("pop3"), pop3s: addr("pop3s"), child, log }
+        Node { name: name.to_string(), smtp: addr("smtp"), submission: addr("submission"), submissions: addr("submissions"), pop3: addr("pop3"), pop3s: addr("pop3s"), admin: addr("admin"), child, log }
     }
 
     pub fn env(&self) -> Vec<(String, String)> {

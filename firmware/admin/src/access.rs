@@ -1,0 +1,432 @@
+//! The store as the administration front ends reach it: every call runs in
+//! a helper thread with a deadline, so a store that hangs (a hard NFS
+//! mount whose server is down) never hangs the console or the web page.
+//! At most a few calls are under way at once (the console and the web
+//! page's requests); while that many are stuck, further calls are refused
+//! until one returns, so a hung store does not pile up threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use store::{Address, Store};
+
+use crate::commands::Setting;
+
+/// How long a read (status, lists) waits for the store; past it the store
+/// is reported as not answering.
+pub const STORE_READ_DEADLINE: Duration = Duration::from_secs(3);
+/// How long a change may take (argon2 hashing and key generation
+/// included, slow under emulation).
+pub const STORE_CHANGE_DEADLINE: Duration = Duration::from_secs(60);
+/// Store calls under way at once, at most.
+pub const STORE_CALLS_AT_ONCE: usize = 4;
+/// The clock-file name administrative reads of the live set use.
+const ADMIN_CLOCK: &str = "admin";
+/// The admin password's hash, in the store so that it is the same on
+/// every node.
+const ADMIN_HASH_FILE: &str = "admin.hash";
+/// Longest queue id taken from a person (ids are `secs.micros_n.node`).
+const MAX_QUEUE_ID: usize = 200;
+/// Header bytes `queue show` prints at most.
+const MAX_SHOWN_HEADER: usize = 16 * 1024;
+
+pub use maild::tls::CertInfo as CertView;
+
+/// One node of the live set.
+#[derive(Debug, Clone)]
+pub struct LiveNode {
+    pub node: String,
+    pub rank: u32,
+    /// `live`, `dead` or `stop`.
+    pub state: String,
+    pub age: String,
+    pub addresses: String,
+}
+
+/// The store as `status` and the dashboard show it.
+#[derive(Debug, Clone, Default)]
+pub struct StoreReport {
+    pub root: String,
+    pub store_id: String,
+    pub domains: Vec<String>,
+    pub hostname: String,
+    pub accounts: usize,
+    pub queued: usize,
+    /// Free and total bytes of the store's filesystem.
+    pub space: Option<(u64, u64)>,
+    pub live: Vec<LiveNode>,
+    /// Who holds the announcer lease, and how fresh it is.
+    pub announcer: String,
+    pub announcer_node: Option<String>,
+    /// The DNS state as the announcer last saw it.
+    pub dns: String,
+    pub dns_records: Vec<String>,
+}
+
+/// One queue entry for lists.
+#[derive(Debug, Clone)]
+pub struct QueueItem {
+    pub id: String,
+    pub size: u64,
+    pub from: String,
+    pub rcpts: Vec<String>,
+    pub attempts: u32,
+    pub state: String,
+    pub last_error: Option<String>,
+    pub created: String,
+}
+
+/// Whether `id` can be a queue id (so that no path is built from
+/// anything else).
+pub fn valid_queue_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_QUEUE_ID && !id.starts_with('.') && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+#[derive(Clone)]
+pub struct StoreAccess {
+    root: PathBuf,
+    busy: Arc<AtomicUsize>,
+}
+
+impl StoreAccess {
+    pub fn new(root: &Path) -> StoreAccess {
+        StoreAccess { root: root.to_path_buf(), busy: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn call<T: Send + 'static>(&self, deadline: Duration, f: impl FnOnce(&Store) -> Result<T, String> + Send + 'static) -> Result<T, String> {
+        if self.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < STORE_CALLS_AT_ONCE).then_some(n + 1)).is_err() {
+            return Err("the store has not answered earlier requests yet".into());
+        }
+        let (tx, rx) = mpsc::channel();
+        let (root, busy) = (self.root.clone(), self.busy.clone());
+        let spawned = std::thread::Builder::new().name("store-call".into()).spawn(move || {
+            let r = Store::open(&root).map_err(|e| e.to_string()).and_then(|s| f(&s));
+            busy.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(r);
+        });
+        if let Err(e) = spawned {
+            self.busy.fetch_sub(1, Ordering::AcqRel);
+            return Err(format!("cannot start a thread: {e}"));
+        }
+        match rx.recv_timeout(deadline) {
+            Ok(r) => r,
+            Err(_) => Err(format!("the store at {} does not answer within {} s", self.root.display(), deadline.as_secs())),
+        }
+    }
+
+    pub fn report(&self) -> Result<StoreReport, String> {
+        let root = self.root.display().to_string();
+        self.call(STORE_READ_DEADLINE, move |s| {
+            s.probe().map_err(|e| e.to_string())?;
+            let live = cluster::live::read_live_set(s, ADMIN_CLOCK).map_err(|e| e.to_string())?;
+            let (announcer, announcer_node) = match s.lease_holder(cluster::announcer::ANNOUNCER_LEASE, ADMIN_CLOCK).map_err(|e| e.to_string())? {
+                Some((h, age)) => {
+                    let fresh = live.holder_alive(&h) && age <= cluster::announcer::LEASE_TTL;
+                    (format!("{} (refreshed {:.1}s ago{})", h.node, age.as_secs_f64(), if fresh { "" } else { ", stale" }), fresh.then(|| h.node.clone()))
+                }
+                None => ("nobody".into(), None),
+            };
+            let st = s.settings();
+            let (dns, dns_records) = match &st.dns {
+                None => ("not configured".into(), Vec::new()),
+                Some(d) => match cluster::announcer::read_dns_state(s) {
+                    Ok(Some(ds)) => {
+                        let age = SystemTime::now().duration_since(UNIX_EPOCH).map(|n| n.as_secs().saturating_sub(ds.at_unix)).unwrap_or(0);
+                        let how = match (&ds.last_error, ds.in_step) {
+                            (Some(e), _) => format!("FAILING: {e}"),
+                            (None, true) => "in step with the live set".into(),
+                            (None, false) => "not yet in step".into(),
+                        };
+                        (format!("zone {} on {} (TTL {} s): {how}; checked by {} {age} s ago", d.zone, d.server, d.ttl, ds.node), ds.records)
+                    }
+                    Ok(None) => (format!("zone {} on {} (TTL {} s): no announcer has reported yet", d.zone, d.server, d.ttl), Vec::new()),
+                    Err(e) => (format!("zone {} on {}: cannot read the announcer's report: {e}", d.zone, d.server), Vec::new()),
+                },
+            };
+            Ok(StoreReport {
+                root,
+                store_id: st.store_id.clone(),
+                domains: st.domains.clone(),
+                hostname: st.hostname.clone(),
+                accounts: s.accounts().list().map(|l| l.len()).unwrap_or(0),
+                queued: s.queue_list().map(|l| l.len()).unwrap_or(0),
+                space: free_space(s.root()),
+                live: live
+                    .nodes
+                    .iter()
+                    .map(|n| LiveNode {
+                        node: n.info.node.clone(),
+                        rank: n.info.rank,
+                        state: (if n.live { "live" } else if n.info.state == cluster::live::STATE_STOPPED { "stop" } else { "dead" }).into(),
+                        age: format!("{:.1}s", n.age.as_secs_f64()),
+                        addresses: n.info.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+                    })
+                    .collect(),
+                announcer,
+                announcer_node,
+                dns,
+                dns_records,
+            })
+        })
+    }
+
+    /// Messages in and out per minute over the last hour, per node.
+    pub fn stats(&self) -> Result<Vec<store::stats::NodeStats>, String> {
+        self.call(STORE_READ_DEADLINE, |s| {
+            let now = s.now(ADMIN_CLOCK).map_err(|e| e.to_string())?;
+            store::stats::read_last_hour(s, now).map_err(|e| e.to_string())
+        })
+    }
+
+    pub fn user_list(&self) -> Result<Vec<Address>, String> {
+        self.call(STORE_READ_DEADLINE, |s| s.accounts().list().map_err(|e| e.to_string()))
+    }
+
+    pub fn user_add(&self, a: &Address, pw: &str) -> Result<(), String> {
+        let (a, pw) = (a.clone(), pw.to_string());
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            s.accounts().add(&a, &pw, &s.settings().domains).map_err(|e| e.to_string())?;
+            s.ensure_maildir(&a).map(drop).map_err(|e| e.to_string())
+        })
+    }
+
+    pub fn user_passwd(&self, a: &Address, pw: &str) -> Result<(), String> {
+        let (a, pw) = (a.clone(), pw.to_string());
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            if !s.accounts().exists(&a).map_err(|e| e.to_string())? {
+                return Err(format!("{a} does not exist"));
+            }
+            s.accounts().set_password(&a, &pw).map_err(|e| e.to_string())
+        })
+    }
+
+    /// Returns where the kept mailbox is.
+    pub fn user_del(&self, a: &Address) -> Result<String, String> {
+        let a = a.clone();
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            s.accounts().delete(&a).map_err(|e| e.to_string())?;
+            Ok(s.maildir_path(&a).display().to_string())
+        })
+    }
+
+    pub fn cluster_settings(&self) -> Result<Vec<Setting>, String> {
+        self.call(STORE_READ_DEADLINE, |s| {
+            let st = s.reload_settings().map_err(|e| e.to_string())?;
+            Ok(crate::cluster_keys::describe(&st))
+        })
+    }
+
+    /// Validates and saves one shared setting in the store.
+    pub fn set_cluster_setting(&self, key: &str, value: &str) -> Result<(), String> {
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            let mut st = s.reload_settings().map_err(|e| e.to_string())?;
+            crate::cluster_keys::set(&mut st, &key, &value)?;
+            crate::cluster_keys::check_accounts(&st, &s.accounts().list().map_err(|e| e.to_string())?)?;
+            s.write_settings(&st).map_err(|e| e.to_string())
+        })
+    }
+
+    pub fn queue_list(&self) -> Result<Vec<QueueItem>, String> {
+        self.call(STORE_READ_DEADLINE, |s| {
+            let now = unix_now();
+            Ok(s.queue_list().map_err(|e| e.to_string())?.iter().map(|e| queue_item(s, e, now)).collect())
+        })
+    }
+
+    pub fn queue_show(&self, id: &str) -> Result<String, String> {
+        let id = checked_id(id)?;
+        self.call(STORE_READ_DEADLINE, move |s| {
+            let e = s.queue_get(&id).map_err(|_| format!("no queue entry {id}"))?;
+            let i = queue_item(s, &e, unix_now());
+            let mut t = format!(
+                "id:           {}\nsize:         {} bytes\nfrom:         {}\nto:           {}\naccepted by:  {} at {}\nattempts:     {}\nstate:        {}\n",
+                i.id,
+                i.size,
+                i.from,
+                i.rcpts.join(", "),
+                e.envelope.node,
+                i.created,
+                i.attempts,
+                i.state
+            );
+            if let Some(err) = &i.last_error {
+                t.push_str(&format!("last error:   {err}\n"));
+            }
+            let msg = std::fs::read(s.queue_message_path(&id)).map_err(|e| format!("cannot read the message: {e}"))?;
+            let end = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(msg.len()).min(MAX_SHOWN_HEADER);
+            t.push('\n');
+            t.push_str(&String::from_utf8_lossy(&msg[..end]).replace("\r\n", "\n"));
+            Ok(t)
+        })
+    }
+
+    pub fn queue_retry(&self, id: &str) -> Result<(), String> {
+        let id = checked_id(id)?;
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            let mut e = s.queue_get(&id).map_err(|_| format!("no queue entry {id}"))?;
+            e.envelope.next_attempt = 0;
+            if !s.queue_update(&id, &e.envelope).map_err(|e| e.to_string())? {
+                return Err(format!("no queue entry {id}"));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn queue_delete(&self, id: &str) -> Result<(), String> {
+        let id = checked_id(id)?;
+        self.call(STORE_CHANGE_DEADLINE, move |s| if s.queue_remove(&id).map_err(|e| e.to_string())? { Ok(()) } else { Err(format!("no queue entry {id}")) })
+    }
+
+    pub fn cert_show(&self) -> Result<CertView, String> {
+        self.call(STORE_READ_DEADLINE, |s| maild::tls::cert_info(s).map_err(|e| e.to_string()))
+    }
+
+    pub fn cert_upload(&self, pem: &str) -> Result<CertView, String> {
+        let pem = pem.to_string();
+        self.call(STORE_CHANGE_DEADLINE, move |s| maild::tls::upload(s, &pem).map_err(|e| e.to_string()))
+    }
+
+    pub fn cert_regenerate(&self) -> Result<CertView, String> {
+        self.call(STORE_CHANGE_DEADLINE, |s| maild::tls::regenerate(s).map_err(|e| e.to_string()))
+    }
+
+    /// The admin password's hash in the store; Ok(None) when none is set.
+    pub fn admin_hash(&self) -> Result<Option<String>, String> {
+        self.call(STORE_READ_DEADLINE, |s| read_admin_hash(s.root()))
+    }
+
+    pub fn set_admin_hash(&self, hash: &str) -> Result<(), String> {
+        let hash = hash.to_string();
+        self.call(STORE_CHANGE_DEADLINE, move |s| write_admin_hash(s.root(), &hash))
+    }
+}
+
+fn checked_id(id: &str) -> Result<String, String> {
+    if valid_queue_id(id) {
+        Ok(id.to_string())
+    } else {
+        Err(format!("'{id}' is not a queue id"))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn queue_item(s: &Store, e: &store::QueueEntry, now: u64) -> QueueItem {
+    let held = s.lease_holder(&maild::outbound::lease_name(&e.id), ADMIN_CLOCK).ok().flatten();
+    let state = match held {
+        Some((h, _)) => format!("being delivered by {}", h.node),
+        None if e.envelope.next_attempt <= now => "due now".into(),
+        None => format!("next attempt in {}s", e.envelope.next_attempt - now),
+    };
+    QueueItem {
+        id: e.id.clone(),
+        size: e.size,
+        from: if e.envelope.from.is_empty() { "<>".into() } else { e.envelope.from.clone() },
+        rcpts: e.envelope.rcpts.clone(),
+        attempts: e.envelope.attempts,
+        state,
+        last_error: e.envelope.last_error.clone(),
+        created: maild::date::rfc5322(UNIX_EPOCH + Duration::from_secs(e.envelope.created)),
+    }
+}
+
+/// The hash in `<store>/admin.hash`; Ok(None) when there is none.
+pub fn read_admin_hash(root: &Path) -> Result<Option<String>, String> {
+    let p = root.join(ADMIN_HASH_FILE);
+    match std::fs::read_to_string(&p) {
+        Ok(t) if t.trim().starts_with("$argon2") => Ok(Some(t.trim().to_string())),
+        Ok(_) => Err(format!("{} does not hold an argon2 hash", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+pub fn write_admin_hash(root: &Path, hash: &str) -> Result<(), String> {
+    if !hash.starts_with("$argon2") {
+        return Err("not an argon2 hash".into());
+    }
+    let p = root.join(ADMIN_HASH_FILE);
+    store::fsutil::write_atomic(&p, format!("{hash}\n").as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Free and total bytes of the filesystem holding `p`.
+pub fn free_space(p: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data that the call fills; c is a valid
+    // NUL-terminated path.
+    unsafe {
+        let mut v: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut v) != 0 {
+            return None;
+        }
+        let frag = v.f_frsize as u64;
+        Some((v.f_bavail as u64 * frag, v.f_blocks as u64 * frag))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_calls_have_deadlines() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        Store::init(&root, "example.test", None).unwrap();
+        let a = StoreAccess::new(&root);
+        for _ in 0..STORE_CALLS_AT_ONCE {
+            let r = a.call(Duration::from_millis(100), |_| {
+                std::thread::sleep(Duration::from_millis(600));
+                Ok(())
+            });
+            assert!(r.unwrap_err().contains("does not answer"));
+        }
+        // While the stuck calls last, others are refused at once.
+        assert!(a.user_list().unwrap_err().contains("earlier requests"));
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(a.user_list().unwrap(), vec![]);
+        let r = a.report().unwrap();
+        assert!(r.store_id.len() >= 16);
+        assert!(r.space.is_some_and(|(free, total)| total > 0 && free <= total));
+    }
+
+    #[test]
+    fn admin_hash_lives_in_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        Store::init(&root, "example.test", None).unwrap();
+        let a = StoreAccess::new(&root);
+        assert_eq!(a.admin_hash().unwrap(), None);
+        assert!(a.set_admin_hash("plain text").is_err());
+        let h = crate::password::hash_password("pw").unwrap();
+        a.set_admin_hash(&h).unwrap();
+        assert_eq!(a.admin_hash().unwrap().as_deref(), Some(h.as_str()));
+        std::fs::write(root.join(ADMIN_HASH_FILE), "garbage").unwrap();
+        assert!(a.admin_hash().is_err());
+    }
+
+    #[test]
+    fn queue_ids_are_checked() {
+        assert!(valid_queue_id("1700000000.123456_7.mail1"));
+        for bad in ["", ".hidden", "../x", "a/b", "a b", &"x".repeat(MAX_QUEUE_ID + 1)] {
+            assert!(!valid_queue_id(bad), "{bad}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        Store::init(&root, "example.test", None).unwrap();
+        let a = StoreAccess::new(&root);
+        assert!(a.queue_list().unwrap().is_empty());
+        assert!(a.queue_retry("1.2_3.n").unwrap_err().contains("no queue entry"));
+        assert!(a.queue_delete("../../accounts").unwrap_err().contains("not a queue id"));
+    }
+}

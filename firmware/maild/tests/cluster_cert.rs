@@ -1,0 +1,183 @@
+//! A running node presents a new cluster certificate on every TLS service
+//! after an upload or a regeneration, without a restart.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maild::{tls, NodeConfig, Service};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a reload by the node's own timer may take in this test: a few
+/// of its intervals, for a slow machine.
+const RELOAD_WAIT: Duration = Duration::from_secs(4 * tls::RELOAD_INTERVAL.as_secs());
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Takes any certificate: the test looks at which one it was.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(&self, _: &CertificateDer<'_>, _: &[CertificateDer<'_>], _: &ServerName<'_>, _: &[u8], _: UnixTime) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn connector() -> tokio_rustls::TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap().dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// The fingerprint of the certificate presented after the handshake on `sock`.
+async fn handshake(sock: TcpStream) -> String {
+    let name = ServerName::try_from("mail.example.test").unwrap();
+    let tls = tokio::time::timeout(IO_TIMEOUT, connector().connect(name, sock)).await.expect("handshake in time").expect("handshake");
+    let (_, conn) = tls.get_ref();
+    tls::fingerprint(&conn.peer_certificates().expect("a certificate")[0])
+}
+
+/// Implicit TLS (RFC 8314 3.3): the handshake comes first.
+async fn implicit(addr: SocketAddr) -> String {
+    handshake(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// One reply line, read a byte at a time so that nothing of the TLS
+/// handshake after it is consumed.
+async fn line(sock: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(IO_TIMEOUT, sock.read(&mut b)).await.expect("reply in time").unwrap();
+        assert_eq!(n, 1, "connection closed after {:?}", String::from_utf8_lossy(&out));
+        out.push(b[0]);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// SMTP STARTTLS (RFC 3207 4) on the submission port.
+async fn starttls(addr: SocketAddr) -> String {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    assert!(line(&mut sock).await.starts_with("220"));
+    sock.write_all(b"EHLO client.test\r\n").await.unwrap();
+    // RFC 5321 4.2.1: the last line of a multiline reply has a space after the code.
+    while !line(&mut sock).await.starts_with("250 ") {}
+    sock.write_all(b"STARTTLS\r\n").await.unwrap();
+    assert!(line(&mut sock).await.starts_with("220"));
+    handshake(sock).await
+}
+
+/// POP3 STLS (RFC 2595 4).
+async fn stls(addr: SocketAddr) -> String {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    assert!(line(&mut sock).await.starts_with("+OK"));
+    sock.write_all(b"STLS\r\n").await.unwrap();
+    assert!(line(&mut sock).await.starts_with("+OK"));
+    handshake(sock).await
+}
+
+/// Every TLS service of the node, by fingerprint presented.
+async fn all_services(addrs: &[(Service, SocketAddr)]) -> Vec<(Service, String)> {
+    let mut out = Vec::new();
+    for &(service, addr) in addrs {
+        let fp = match service {
+            Service::Submissions | Service::Pop3s => implicit(addr).await,
+            Service::Smtp | Service::Submission => starttls(addr).await,
+            Service::Pop3 => stls(addr).await,
+        };
+        out.push((service, fp));
+    }
+    out
+}
+
+async fn wait_for(addr: SocketAddr, expected: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let fp = implicit(addr).await;
+        if fp == expected {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "still presenting {fp} after {within:?}, expected {expected}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// (certificate PEM, key PEM, fingerprint)
+fn new_cert(name: &str) -> (String, String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem(), tls::fingerprint(cert.der()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_presents_the_new_certificate_without_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = Store::init(&root, "example.test", None).unwrap();
+    let local: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().unwrap()];
+    let mut cfg = NodeConfig { store: root.clone(), node: "n1".into(), smtp: local.clone(), submission: local.clone(), submissions: local.clone(), pop3: local.clone(), pop3s: local.clone(), ..Default::default() };
+    cfg.outbound.enabled = false;
+    cfg.inbound.verify = false;
+    let node = maild::Node::bind(cfg).await.unwrap();
+    let addrs = node.local_addrs();
+    assert_eq!(addrs.len(), 5);
+    let pop3s = addrs.iter().find(|(s, _)| *s == Service::Pop3s).unwrap().1;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(node.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    // At start: the store's self-signed certificate, on every service.
+    let first = tls::cert_info(&store).unwrap();
+    assert_eq!(first.source, tls::SOURCE_SELF_SIGNED);
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, first.sha256, "{service}");
+    }
+
+    // Another node uploads (the file changes under this node): its timer
+    // picks the new certificate up.
+    let (cert, key, fp_other) = new_cert("mail.example.test");
+    store::fsutil::write_atomic(&root.join("tls/cluster.pem"), format!("{cert}{key}").as_bytes()).unwrap();
+    let took = wait_for(pop3s, &fp_other, RELOAD_WAIT).await;
+    eprintln!("reloaded after {took:?}");
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, fp_other, "{service}");
+    }
+
+    // An upload through this process: in effect at once.
+    let (cert, key, fp_uploaded) = new_cert("mail.example.test");
+    let info = tls::upload(&store, &format!("{key}{cert}")).unwrap();
+    assert_eq!(info.sha256, fp_uploaded);
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, fp_uploaded, "{service}");
+    }
+
+    // A refused upload changes nothing.
+    let (_, wrong_key, _) = new_cert("mail.example.test");
+    assert!(matches!(tls::upload(&store, &format!("{cert}{wrong_key}")), Err(tls::TlsError::KeyMismatch)));
+    assert_eq!(implicit(pop3s).await, fp_uploaded);
+
+    // Regeneration: a fresh self-signed certificate.
+    let fresh = tls::regenerate(&store).unwrap();
+    assert_ne!(fresh.sha256, first.sha256);
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, fresh.sha256, "{service}");
+    }
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(30), running).await.expect("node stops").unwrap().unwrap();
+}
