@@ -171,6 +171,13 @@ fn patent_claims_on_the_appliance() {
     assert_eq!(k, 0, "user add failed: {text}{}", con.transcript());
     drop(con);
 
+    f.step("the admin page of node2 takes the admin password set on node1's console and shows the live set");
+    let dash = f.client(&["admin", &f.ip("node2").to_string(), ADMIN_PASSWORD]);
+    for n in ["node1", "node2", "node3"] {
+        assert!(dash.lines().any(|l| l == format!("{n} live")), "node2's dashboard: {dash:?}");
+    }
+    assert_eq!(f.client(&["admin", &f.ip("node3").to_string(), "not-the-password"]), "refused");
+
     f.step("claims 1-3: mail to the preferred MX (node1) is stored, and read over POP3 from node2 with the same password");
     assert_eq!(f.preferred_mx_box(), "node1");
     f.deliver("node1", "before-failure", &mut accepted);

@@ -8,12 +8,19 @@ layout's network namespace) with Python's own smtplib and poplib.
     mailclient.py pop3 HOST USER PASSWORD
         Logs in (after STLS) and prints the subject of every message in the
         maildrop, one a line; deletes nothing.
+    mailclient.py admin HOST PASSWORD
+        Logs in to the box's HTTPS admin page (port 443) with the admin
+        password and prints each node of the dashboard's live set as
+        "NODE STATE"; prints "refused" when the login is refused.
 
 Every network operation has a timeout; exit status 0 means the exchange
 completed, whatever the server answered.
 """
 import email
+import http.client
 import poplib
+import re
+import urllib.parse
 import smtplib
 import ssl
 import sys
@@ -60,11 +67,46 @@ def pop3(host, user, password):
         p.quit()
 
 
+def admin(host, password):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    # The cluster's certificate is self-signed.
+    ctx.verify_mode = ssl.CERT_NONE
+
+    def request(method, path, body=None, cookies=None):
+        c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=TIMEOUT)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        if cookies:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        c.request(method, path, body=body, headers=headers)
+        r = c.getresponse()
+        text = r.read().decode("utf-8", "replace")
+        jar = {}
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, _, rest = v.partition("=")
+                jar[name] = rest.split(";")[0]
+        c.close()
+        return r.status, text, jar
+
+    _, page, jar = request("GET", "/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    status, _, got = request("POST", "/login", urllib.parse.urlencode({"csrf": token, "password": password}), jar)
+    if status != 303 or "mailfort_session" not in got:
+        print("refused")
+        return
+    _, page, _ = request("GET", "/", cookies={"mailfort_session": got["mailfort_session"]})
+    for node, state in re.findall(r'<tr id="node-([a-z0-9-]+)" class="[^"]*state-(live|dead|stop)', page):
+        print(node, state)
+
+
 def main():
     if len(sys.argv) == 6 and sys.argv[1] == "send":
         send(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "pop3":
         pop3(*sys.argv[2:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "admin":
+        admin(*sys.argv[2:])
     else:
         sys.exit(__doc__)
 
