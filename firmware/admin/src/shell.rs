@@ -196,6 +196,12 @@ fn first_setup(host: &dyn Host, term: &mut Terminal<'_>, node: &str) -> io::Resu
         match term.new_password()? {
             None => return Ok(false),
             Some(Err(e)) => term.say(&format!("{e}; try again"))?,
+            Some(Ok(_)) if host.admin_hash().is_some() => {
+                // Another console (the serial line and the screen both
+                // offer the first login) was quicker: its password holds.
+                term.say("an admin password was set meanwhile on another console; log in with it")?;
+                return Ok(false);
+            }
             Some(Ok(pw)) => match hash_password(&pw).and_then(|h| host.set_admin_hash(&h)) {
                 Ok(()) => {
                     term.say("admin password set")?;

@@ -365,11 +365,18 @@ pub fn run() -> ! {
 
     let store_root = if role == Role::Mail { PathBuf::from(STORE_MOUNT) } else { PathBuf::from(storage::STORE_DIR) };
     let host = Arc::new(BoxHost { state: state.clone(), config: config.clone(), store: StoreAccess::new(&store_root), events: Mutex::new(tx.clone()) });
-    let console_dev = console_device(&cmdline);
-    let ctx = tx.clone();
-    let node_name = node.clone();
-    let console_host = host.clone();
-    let _ = std::thread::Builder::new().name("console".into()).spawn(move || console_loop(&console_dev, &*console_host, &node_name, &ctx));
+    // The serial line, and the local screen when the box has one.
+    let serial = console_device(&cmdline);
+    let mut consoles = vec![serial.clone()];
+    if has_screen() && serial != Path::new(SCREEN_TTY) {
+        consoles.push(PathBuf::from(SCREEN_TTY));
+    }
+    for dev in consoles {
+        let ctx = tx.clone();
+        let node_name = node.clone();
+        let console_host = host.clone();
+        let _ = std::thread::Builder::new().name("console".into()).spawn(move || console_loop(&dev, &console_host, &node_name, &ctx));
+    }
 
     let mut services: Vec<Service> = Vec::new();
     match role {
@@ -533,6 +540,14 @@ fn bring_up_network(cmdline: &Cmdline, s: &NodeSettings, node: &str, problems: &
     let _ = fs::write("/etc/hosts", net::hosts_file(node, addr));
     let _ = fs::write("/etc/hostname", format!("{node}\n"));
     addr
+}
+
+/// The local screen's console (the first virtual terminal).
+const SCREEN_TTY: &str = "/dev/tty1";
+
+/// Whether the kernel runs virtual terminals (a screen and keyboard).
+fn has_screen() -> bool {
+    fs::read_to_string("/sys/class/tty/tty0/active").is_ok_and(|a| !a.trim().is_empty())
 }
 
 fn console_device(c: &Cmdline) -> PathBuf {

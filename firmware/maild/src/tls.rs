@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
@@ -353,24 +353,10 @@ pub fn fingerprint(der: &[u8]) -> String {
 fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(SECS_PER_DAY);
     let sod = secs.rem_euclid(SECS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::date::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
-/// calendar (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
 
 // ---------------------------------------------------------------------------
 // The store's cluster certificate
@@ -380,11 +366,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     uploaded: bool,
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
+    file: store::fsutil::FileStamp,
 }
 
 /// The certificate file in effect, opened, with its stamp and text.
@@ -417,7 +399,7 @@ fn read_cert_file(path: &Path, source: &'static str) -> Result<Option<Effective>
         Err(e) => return Err(err(e)),
     };
     let m = f.metadata().map_err(err)?;
-    let stamp = Stamp { uploaded: source == SOURCE_UPLOADED, dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) };
+    let stamp = Stamp { uploaded: source == SOURCE_UPLOADED, file: store::fsutil::FileStamp::of(&m) };
     let mut text = Vec::new();
     f.take(MAX_PEM_BYTES as u64 + 1).read_to_end(&mut text).map_err(err)?;
     Ok(Some(Effective { path: path.to_path_buf(), source, stamp, text }))

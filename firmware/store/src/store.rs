@@ -160,24 +160,6 @@ fn default_tsig_algorithm() -> String {
 /// The settings file under the store's root.
 const SETTINGS_FILE: &str = "cluster.toml";
 
-/// What identifies one version of a file without reading it: a rename
-/// over it changes the inode, a rewrite in place the size or times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl FileStamp {
-    fn of(m: &fs::Metadata) -> FileStamp {
-        use std::os::unix::fs::MetadataExt;
-        FileStamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) }
-    }
-}
-
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
@@ -188,7 +170,7 @@ pub struct Store {
     /// The settings as last read; replaced whole by `refresh_settings`.
     settings: RwLock<Arc<ClusterSettings>>,
     /// The stamp of the `cluster.toml` that `settings` came from.
-    settings_stamp: Mutex<Option<FileStamp>>,
+    settings_stamp: Mutex<Option<fsutil::FileStamp>>,
     accounts: Accounts,
     /// The store is an NFS mount (durability needs an extra step).
     on_nfs: bool,
@@ -268,7 +250,7 @@ impl Store {
         let mut stamp = self.settings_stamp.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.root.join(SETTINGS_FILE);
         let mut file = fs::File::open(&path).map_err(io_err(&path))?;
-        let now = FileStamp::of(&file.metadata().map_err(io_err(&path))?);
+        let now = fsutil::FileStamp::of(&file.metadata().map_err(io_err(&path))?);
         if *stamp == Some(now) {
             return Ok(false);
         }
@@ -310,12 +292,12 @@ impl Store {
         Self::read_settings_stamped(root).map(|(s, _)| s)
     }
 
-    fn read_settings_stamped(root: &Path) -> Result<(ClusterSettings, FileStamp), StoreError> {
+    fn read_settings_stamped(root: &Path) -> Result<(ClusterSettings, fsutil::FileStamp), StoreError> {
         let path = root.join(SETTINGS_FILE);
         let mut file = fs::File::open(&path).map_err(io_err(&path))?;
         // The stamp before the content: a change while reading shows as a
         // new stamp at the next refresh.
-        let stamp = FileStamp::of(&file.metadata().map_err(io_err(&path))?);
+        let stamp = fsutil::FileStamp::of(&file.metadata().map_err(io_err(&path))?);
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(io_err(&path))?;
         Ok((Self::parse_settings(&path, &text)?, stamp))
