@@ -257,7 +257,11 @@ pub fn shell(host: &dyn Host, term: &mut Terminal<'_>, prompt: &str) -> io::Resu
         if history.len() == HISTORY_MAX {
             history.remove(0);
         }
-        history.push(line.trim().to_string());
+        // A secret typed on the line is not kept where `history` shows it.
+        history.push(match &cmd {
+            Command::ClusterSet(k, v) if crate::cluster_keys::shown(k, v) != *v => format!("cluster set {k} {}", crate::cluster_keys::shown(k, v)),
+            _ => line.trim().to_string(),
+        });
         if cmd == Command::History {
             let text: Vec<String> = history.iter().enumerate().map(|(i, h)| format!("{:>4}  {h}", i + 1)).collect();
             term.say(&text.join("\n"))?;
@@ -364,7 +368,7 @@ mod tests {
         let root = dir.path().join("s");
         Store::init(&root, "example.test", None).unwrap();
         let host = ProcessHost::new(&root, None, ProcessInfo::default());
-        let script = "help\nuser add bob@example.test\npw1\npw1\nuser list\nuser add eve@example.test\na\nb\nbogus\n!3\nhistory\nreboot\nlogout\nstatus\n";
+        let script = "help\nuser add bob@example.test\npw1\npw1\nuser list\nuser add eve@example.test\na\nb\nbogus\n!3\ncluster set dns.tsig.secret c2VjcmV0LXZhbHVl\nhistory\nreboot\nlogout\nstatus\n";
         let mut input = io::Cursor::new(script.as_bytes().to_vec());
         let mut out = Vec::new();
         let mut term = Terminal { input: &mut input, output: &mut out, echo_fd: None, idle_logout: None };
@@ -375,9 +379,12 @@ mod tests {
         assert!(text.contains("the passwords differ; nothing changed"), "{text}");
         assert!(text.contains("unknown command 'bogus'"), "{text}");
         assert!(text.contains("   3  user list"), "{text}");
+        // The secret was refused (no DNS announcer) and is not in the
+        // history either way.
+        assert!(text.contains("cluster set dns.tsig.secret (set, not shown)") && !text.contains("c2VjcmV0"), "{text}");
         assert!(text.contains("error: not on an appliance"), "{text}");
         // `status` after logout never ran.
-        assert!(!text.contains("announcer"), "{text}");
+        assert!(!text.contains("recent log:"), "{text}");
         assert_eq!(host.store().user_list().unwrap().len(), 1);
     }
 
