@@ -169,6 +169,9 @@ fn patent_claims_on_the_appliance() {
     }
     let (k, text) = con.expect_any(&[&format!("added {USER}"), "error: "], CONSOLE_TIMEOUT).expect("user add");
     assert_eq!(k, 0, "user add failed: {text}{}", con.transcript());
+    con.expect("node1> ", CONSOLE_TIMEOUT).expect("the prompt after user add");
+    let shown = con.run("node1", "node show", CONSOLE_TIMEOUT).expect("node show");
+    assert!(shown.contains("10.0.0.11/24") && shown.contains("rank"), "node show on node1:\n{shown}");
     drop(con);
 
     f.step("the admin page of node2 takes the admin password set on node1's console and shows the live set");
@@ -176,6 +179,17 @@ fn patent_claims_on_the_appliance() {
     for n in ["node1", "node2", "node3"] {
         assert!(dash.lines().any(|l| l == format!("{n} live")), "node2's dashboard: {dash:?}");
     }
+    let answer = f.client(&["admin-restart", &f.ip("node3").to_string(), ADMIN_PASSWORD, "serve"]);
+    assert!(answer.starts_with("200") && answer.contains("restarting serve"), "restart from node3's admin page: {answer}");
+    let mut con = f.console("node3");
+    let restarted = wait::until("node3's serve restarted", BOOT_TIMEOUT, Duration::from_secs(1), || {
+        let st = con.run("node3", "status", CONSOLE_TIMEOUT).ok()?;
+        st.lines().any(|l| l.contains("service   serve: running") && l.contains("1 restart(s)")).then_some(())
+    });
+    restarted.unwrap_or_else(|e| panic!("{e:#}\n{}", con.transcript()));
+    drop(con);
+    f.layout.wait_serving("node3", BOOT_TIMEOUT).expect("node3 serving after the restart");
+    // Last: a wrong password delays the next login from this address.
     assert_eq!(f.client(&["admin", &f.ip("node3").to_string(), "not-the-password"]), "refused");
 
     f.step("claims 1-3: mail to the preferred MX (node1) is stored, and read over POP3 from node2 with the same password");

@@ -12,6 +12,9 @@ layout's network namespace) with Python's own smtplib and poplib.
         Logs in to the box's HTTPS admin page (port 443) with the admin
         password and prints each node of the dashboard's live set as
         "NODE STATE"; prints "refused" when the login is refused.
+    mailclient.py admin-restart HOST PASSWORD SERVICE
+        Logs in to the admin page and restarts SERVICE from its actions
+        page; prints the page's answer.
 
 Every network operation has a timeout; exit status 0 means the exchange
 completed, whatever the server answered.
@@ -67,7 +70,7 @@ def pop3(host, user, password):
         p.quit()
 
 
-def admin(host, password):
+def admin(host, password, restart=None):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     # The cluster's certificate is self-signed.
@@ -95,7 +98,15 @@ def admin(host, password):
     if status != 303 or "mailfort_session" not in got:
         print("refused")
         return
-    _, page, _ = request("GET", "/", cookies={"mailfort_session": got["mailfort_session"]})
+    session = {"mailfort_session": got["mailfort_session"]}
+    if restart:
+        _, page, _ = request("GET", "/actions", cookies=session)
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        status, page, _ = request("POST", "/actions/restart", urllib.parse.urlencode({"csrf": token, "service": restart}), session)
+        m = re.search(r'id="result"[^>]*>(.*?)</', page, re.S)
+        print(status, m.group(1).strip() if m else page[:300])
+        return
+    _, page, _ = request("GET", "/", cookies=session)
     for node, state in re.findall(r'<tr id="node-([a-z0-9-]+)" class="[^"]*state-(live|dead|stop)', page):
         print(node, state)
 
@@ -107,6 +118,8 @@ def main():
         pop3(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "admin":
         admin(*sys.argv[2:])
+    elif len(sys.argv) == 5 and sys.argv[1] == "admin-restart":
+        admin(sys.argv[2], sys.argv[3], restart=sys.argv[4])
     else:
         sys.exit(__doc__)
 
