@@ -256,5 +256,12 @@ fn patent_claims_on_the_appliance() {
         let missing: Vec<&String> = accepted.difference(&seen).collect();
         assert!(missing.is_empty(), "{b} misses {missing:?} (it shows {seen:?})");
     }
+    f.step("power off node2 from its admin page: it stops cleanly and leaves DNS");
+    let answer = f.client(&["admin-poweroff", &f.ip("node2").to_string(), ADMIN_PASSWORD]);
+    assert!(answer.starts_with("200") && answer.contains("powering off"), "power-off from node2's admin page: {answer}");
+    wait::until("node2's QEMU to exit", BOOT_TIMEOUT, Duration::from_millis(500), || f.layout.pid("node2").is_none().then_some(()))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", f.layout.console_tail("node2", 30)));
+    f.wait_mx(&["node1", "node3"]);
+
     f.step("done");
 }

@@ -14,7 +14,9 @@ layout's network namespace) with Python's own smtplib and poplib.
         "NODE STATE"; prints "refused" when the login is refused.
     mailclient.py admin-restart HOST PASSWORD SERVICE
         Logs in to the admin page and restarts SERVICE from its actions
-        page; prints the page's answer.
+        page; prints the HTTP status and the page's answer.
+    mailclient.py admin-poweroff HOST PASSWORD
+        The same for the actions page's power-off button.
 
 Every network operation has a timeout; exit status 0 means the exchange
 completed, whatever the server answered.
@@ -70,7 +72,7 @@ def pop3(host, user, password):
         p.quit()
 
 
-def admin(host, password, restart=None):
+def admin(host, password, restart=None, poweroff=False):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     # The cluster's certificate is self-signed.
@@ -99,10 +101,13 @@ def admin(host, password, restart=None):
         print("refused")
         return
     session = {"mailfort_session": got["mailfort_session"]}
-    if restart:
+    if restart or poweroff:
         _, page, _ = request("GET", "/actions", cookies=session)
         token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
-        status, page, _ = request("POST", "/actions/restart", urllib.parse.urlencode({"csrf": token, "service": restart}), session)
+        if restart:
+            status, page, _ = request("POST", "/actions/restart", urllib.parse.urlencode({"csrf": token, "service": restart}), session)
+        else:
+            status, page, _ = request("POST", "/actions/poweroff", urllib.parse.urlencode({"csrf": token, "confirm": "yes"}), session)
         m = re.search(r'id="result"[^>]*>(.*?)</', page, re.S)
         print(status, m.group(1).strip() if m else page[:300])
         return
@@ -120,6 +125,8 @@ def main():
         admin(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "admin-restart":
         admin(sys.argv[2], sys.argv[3], restart=sys.argv[4])
+    elif len(sys.argv) == 4 and sys.argv[1] == "admin-poweroff":
+        admin(sys.argv[2], sys.argv[3], poweroff=True)
     else:
         sys.exit(__doc__)
 
