@@ -155,6 +155,68 @@ fn is_plain_address(s: &str) -> bool {
     dot_atom && ldh
 }
 
+/// The byte ranges of the Authentication-Results fields in `message`'s
+/// header section that claim to come from `authserv_id`, continuation
+/// lines included. RFC 8601 5: a border MTA MUST remove (or rename) such
+/// fields arriving from outside, or its own results could be forged.
+pub fn forged_fields(message: &[u8], authserv_id: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    // (start, end) of the field being read.
+    let mut field: Option<(usize, usize)> = None;
+    let mut close = |f: Option<(usize, usize)>, out: &mut Vec<std::ops::Range<usize>>| {
+        if let Some((start, end)) = f {
+            if claims(&message[start..end], authserv_id) {
+                out.push(start..end);
+            }
+        }
+    };
+    while pos < message.len() {
+        let end = message[pos..].iter().position(|&b| b == b'\n').map_or(message.len(), |i| pos + i + 1);
+        let line = &message[pos..end];
+        // RFC 5322 2.2: the header section ends at the first empty line.
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            // RFC 5322 2.2.3: a folded continuation of the field above.
+            if let Some(f) = field.as_mut() {
+                f.1 = end;
+            }
+        } else {
+            close(field.take(), &mut out);
+            field = Some((pos, end));
+        }
+        pos = end;
+    }
+    close(field, &mut out);
+    out
+}
+
+/// Whether one whole field is an Authentication-Results field whose
+/// authserv-id (RFC 8601 2.2: the first token of the value, comments
+/// aside) is `authserv_id`.
+fn claims(field: &[u8], authserv_id: &str) -> bool {
+    let text = String::from_utf8_lossy(field);
+    let Some((name, value)) = text.split_once(':') else { return false };
+    if !name.trim_end().eq_ignore_ascii_case(FIELD_NAME) {
+        return false;
+    }
+    // RFC 5322 3.2.2: comments are parenthesised (and may nest).
+    let mut plain = String::new();
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let id = plain.split(';').next().unwrap_or("").split_whitespace().next().unwrap_or("");
+    id.trim_matches('"').trim_end_matches('.').eq_ignore_ascii_case(authserv_id.trim_end_matches('.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +276,15 @@ mod tests {
         assert_eq!(pvalue("2001:db8::1"), "\"2001:db8::1\"");
         assert_eq!(pvalue("bücher.test"), "\"b?cher.test\"");
         assert_eq!(pvalue(&"a".repeat(1000)).len(), MAX_PVALUE);
+    }
+
+    #[test]
+    fn forged_results_are_found() {
+        let msg = b"Received: from x\r\nAuthentication-Results: mx.example.test; dkim=pass\r\n\theader.d=bank.test\r\nSubject: hi\r\nauthentication-results: (a comment) MX.Example.Test. 1; spf=pass\r\nAuthentication-Results: other.test; spf=fail\r\nAuthentication-Results-Extra: mx.example.test\r\n\r\nAuthentication-Results: mx.example.test; in the body\r\n";
+        let r = forged_fields(msg, "mx.example.test");
+        let got: Vec<&str> = r.iter().map(|r| std::str::from_utf8(&msg[r.clone()]).unwrap()).collect();
+        assert_eq!(got, vec!["Authentication-Results: mx.example.test; dkim=pass\r\n\theader.d=bank.test\r\n", "authentication-results: (a comment) MX.Example.Test. 1; spf=pass\r\n"]);
+        assert!(forged_fields(b"Subject: x\r\n\r\n", "mx.example.test").is_empty());
+        assert!(forged_fields(b"Authentication-Results: mx.example.test.evil; x=y\r\n", "mx.example.test").is_empty());
     }
 }

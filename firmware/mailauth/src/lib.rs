@@ -23,6 +23,7 @@ mod verify;
 use std::io;
 use std::path::PathBuf;
 
+pub use auth_results::forged_fields;
 pub use keys::{activate, keygen, txt_record, Algorithm, DkimKeyInfo, MAX_TXT_STRING};
 pub use sign::{author_domain, Signer, SIGNED_HEADERS};
 pub use verify::{Verdict, Verifier, CHECK_DEADLINE, DNS_ATTEMPTS, DNS_TIMEOUT, MAX_SIGNATURES, MAX_VERIFY_SIZE};

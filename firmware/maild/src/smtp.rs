@@ -407,7 +407,10 @@ impl Session {
                             self.reply(550, "5.7.1", "Rejected by the DMARC policy of the sender's domain").await?;
                             return Ok(Flow::Continue);
                         }
-                        body.insert_header(return_path_len, v.header);
+                        // RFC 8601 5: results claiming to be ours that came
+                        // with the message are forgeries; they go.
+                        let forged = mailauth::forged_fields(&msg, &self.shared.hostname());
+                        body.insert_header(return_path_len, v.header, forged);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read a message back for its checks"),
                 }
@@ -602,7 +605,9 @@ impl Session {
 
 /// Copies spooled message `old` into a new spool file with `header`
 /// inserted at byte `at`.
-fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str) -> Result<Spool, String> {
+/// A copy of a spooled message with `header` put at byte `at` and the
+/// byte ranges `remove` (sorted, all after `at`) left out.
+fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str, remove: &[std::ops::Range<usize>]) -> Result<Spool, String> {
     use std::io::Read;
     let path = store.spool_dir(node).join(old.name());
     let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
@@ -612,12 +617,22 @@ fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str) -
     new.write_all(&head).map_err(|e| e.to_string())?;
     new.write_all(header.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut offset = at;
     loop {
         let n = f.read(&mut buf).map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
-        new.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        // Writes the parts of buf[..n] (file bytes offset..offset+n)
+        // outside every removed range.
+        let mut from = 0;
+        for r in remove.iter().filter(|r| r.end > offset && r.start < offset + n) {
+            let (s, e) = (r.start.saturating_sub(offset).max(from), (r.end - offset).min(n));
+            new.write_all(&buf[from..s]).map_err(|e| e.to_string())?;
+            from = e;
+        }
+        new.write_all(&buf[from..n]).map_err(|e| e.to_string())?;
+        offset += n;
     }
     drop(old);
     Ok(new)
@@ -637,7 +652,7 @@ struct Body {
     trace_len: usize,
     /// A header to put at `insert_at` (after Return-Path) once the
     /// message is complete; for a spilled message this means a copy.
-    late_header: Option<(usize, String)>,
+    late_header: Option<(usize, String, Vec<std::ops::Range<usize>>)>,
     error: Option<String>,
 }
 
@@ -664,13 +679,20 @@ impl Body {
     }
 
     /// Puts `header` at byte `at` of the stored message (within our trace
-    /// headers).
-    fn insert_header(&mut self, at: usize, header: String) {
+    /// headers) and removes the byte ranges `remove` of the client's
+    /// message (offsets in the message as the client sent it).
+    fn insert_header(&mut self, at: usize, header: String, remove: Vec<std::ops::Range<usize>>) {
+        let remove: Vec<std::ops::Range<usize>> = remove.into_iter().map(|r| r.start + self.trace_len..r.end + self.trace_len).collect();
         if self.spilled == 0 {
+            for r in remove.iter().rev() {
+                if r.end <= self.mem.len() {
+                    self.mem.drain(r.clone());
+                }
+            }
             let at = at.min(self.mem.len());
             self.mem.splice(at..at, header.into_bytes());
         } else {
-            self.late_header = Some((at, header));
+            self.late_header = Some((at, header, remove));
         }
     }
 
@@ -720,10 +742,10 @@ impl Body {
         let node = self.node.clone();
         tokio::task::spawn_blocking(move || {
             spool.write_all(&mem).map_err(|e| e.to_string())?;
-            if let Some((at, header)) = late {
+            if let Some((at, header, remove)) = late {
                 // A spilled message gets its late header in a copy: the
                 // spool file is never rewritten in place.
-                spool = with_header(&store, &node, spool, at, &header)?;
+                spool = with_header(&store, &node, spool, at, &header, &remove)?;
             }
             spool.commit(&store, &local, queue.as_ref()).map_err(|e| e.to_string())
         })

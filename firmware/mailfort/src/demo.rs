@@ -279,7 +279,7 @@ fn print_banner(dir: &Path, nodes: &[DemoNode], password: &str, admin_password: 
         println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  {}", n.name, p("smtp"), p("submission"), p("submissions"), p("pop3"), p("pop3s"), p("admin"), n.pid().unwrap_or(0), n.log.display());
     }
     println!("\n  all on 127.0.0.1; logins without TLS are allowed in the demo.");
-    println!("  try:  swaks --server 127.0.0.1:2525 --to {DEMO_USER}");
+    println!("  try:  swaks --server {} --to {DEMO_USER}", nodes[0].port("smtp"));
     println!("  type: status | kill N | stop N | start N | dns | help | quit   (Ctrl-C stops everything)\n");
     let _ = std::io::stdout().flush();
 }

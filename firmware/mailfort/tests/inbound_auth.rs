@@ -14,7 +14,7 @@ fn zone(name: &str, body: &str) -> String {
 /// port 25; returns the SMTP code of the final reply.
 fn send(node: &Node, from: &str, extra_body: usize) -> u16 {
     let script = format!(
-        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {})\nmsg = b'From: {from}\\r\\nTo: alice@example.test\\r\\nSubject: checked\\r\\n\\r\\n' + b'x' * {extra_body} + b'\\r\\nend\\r\\n'\ntry:\n    s.sendmail('{from}', ['alice@example.test'], msg)\n    print(250)\nexcept smtplib.SMTPDataError as e:\n    print(e.smtp_code, e.smtp_error)\n",
+        "import smtplib\ns = smtplib.SMTP('127.0.0.1', {})\nmsg = b'From: {from}\\r\\nAuthentication-Results: mail.example.test; dkim=pass\\r\\n header.d=bank.test\\r\\nAuthentication-Results: other.test; spf=pass\\r\\nTo: alice@example.test\\r\\nSubject: checked\\r\\n\\r\\n' + b'x' * {extra_body} + b'\\r\\nend\\r\\n'\ntry:\n    s.sendmail('{from}', ['alice@example.test'], msg)\n    print(250)\nexcept smtplib.SMTPDataError as e:\n    print(e.smtp_code, e.smtp_error)\n",
         node.smtp.port()
     );
     let o = Command::new("python3").arg("-c").arg(script).output().unwrap();
@@ -42,6 +42,10 @@ fn spf_dkim_dmarc_are_checked_and_reported() {
     let stored = std::fs::read_to_string(&files[0]).unwrap();
     assert!(stored.starts_with("Return-Path: <carol@good.test>\r\nAuthentication-Results: mail.example.test;"), "{stored}");
     assert!(stored.contains("spf=pass") && stored.contains("dmarc=pass"), "{stored}");
+    // RFC 8601 5: the results the sender wrote in our name are gone;
+    // another server's stay.
+    assert_eq!(stored.matches("Authentication-Results: mail.example.test").count(), 1, "{stored}");
+    assert!(!stored.contains("bank.test") && stored.contains("Authentication-Results: other.test; spf=pass\r\nTo: alice@example.test\r\n"), "{stored}");
 
     // A domain whose SPF excludes us and whose policy is p=reject.
     assert_eq!(send(&node, "eve@strict.test", 10), 550);
@@ -55,6 +59,8 @@ fn spf_dkim_dmarc_are_checked_and_reported() {
     let text_big = String::from_utf8_lossy(&big);
     assert!(text_big.starts_with("Return-Path: <carol@good.test>\r\nAuthentication-Results: mail.example.test;"), "{}", &text_big[..400]);
     assert!(text_big.contains("spf=pass"));
+    assert_eq!(text_big.matches("Authentication-Results: mail.example.test").count(), 1);
+    assert!(!text_big.contains("bank.test") && text_big.contains("From: carol@good.test\r\nAuthentication-Results: other.test; spf=pass\r\nTo: alice@example.test\r\n"), "{}", &text_big[..600]);
     assert!(big.ends_with(&[&b"x".repeat(600_000)[..], b"\r\nend\r\n"].concat()), "the body is intact");
 
     // With rejection off, DMARC failures are accepted and marked.
