@@ -288,9 +288,17 @@ impl StoreAccess {
         self.call(STORE_READ_DEADLINE, |s| maild::tls::cert_info(s).map_err(|e| e.to_string()))
     }
 
-    pub fn cert_upload(&self, pem: &str) -> Result<CertView, String> {
+    /// Saves an uploaded certificate; the second value warns when it does
+    /// not name the host name clients use (it is saved all the same: the
+    /// host name may be about to change).
+    pub fn cert_upload(&self, pem: &str) -> Result<(CertView, Option<String>), String> {
         let pem = pem.to_string();
-        self.call(STORE_CHANGE_DEADLINE, move |s| maild::tls::upload(s, &pem).map_err(|e| e.to_string()))
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            let view = maild::tls::upload(s, &pem).map_err(|e| e.to_string())?;
+            let host = s.settings().hostname.clone();
+            let warning = (!names_cover(&view.names, &host)).then(|| format!("WARNING: the certificate does not name {host}, the name clients use; they will refuse it"));
+            Ok((view, warning))
+        })
     }
 
     pub fn cert_regenerate(&self) -> Result<CertView, String> {
@@ -337,6 +345,19 @@ fn queue_item(s: &Store, e: &store::QueueEntry, now: u64) -> QueueItem {
         last_error: e.envelope.last_error.clone(),
         created: maild::date::rfc5322(UNIX_EPOCH + Duration::from_secs(e.envelope.created)),
     }
+}
+
+/// Whether a certificate's DNS names cover `host`: the same name, or a
+/// wildcard for its leftmost label only (RFC 6125 6.4.3).
+pub fn names_cover(names: &[String], host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    names.iter().any(|n| {
+        let n = n.trim_end_matches('.').to_ascii_lowercase();
+        match n.strip_prefix("*.") {
+            Some(rest) => host.split_once('.').is_some_and(|(first, parent)| !first.is_empty() && parent == rest),
+            None => n == host,
+        }
+    })
 }
 
 /// The hash in `<store>/admin.hash`; Ok(None) when there is none.
@@ -413,6 +434,16 @@ mod tests {
         assert_eq!(a.admin_hash().unwrap().as_deref(), Some(h.as_str()));
         std::fs::write(root.join(ADMIN_HASH_FILE), "garbage").unwrap();
         assert!(a.admin_hash().is_err());
+    }
+
+    #[test]
+    fn certificate_names_cover_the_host() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(names_cover(&names(&["mail.example.test"]), "Mail.Example.Test."));
+        assert!(names_cover(&names(&["*.example.test"]), "mail.example.test"));
+        assert!(!names_cover(&names(&["*.example.test"]), "a.mail.example.test"));
+        assert!(!names_cover(&names(&["*.example.test"]), "example.test"));
+        assert!(!names_cover(&names(&["other.test", "localhost"]), "mail.example.test"));
     }
 
     #[test]

@@ -310,7 +310,7 @@ pub fn execute(cmd: &Command, host: &dyn Host, password: Option<&str>, text: Opt
         Command::QueueDelete(id) => st.queue_delete(id).map(|()| Reply::text(format!("deleted {id} (no notification is sent)"))),
         Command::CertShow => st.cert_show().map(|c| Reply::text(cert_text(&c))),
         Command::CertUpload => match text {
-            Some(pem) => st.cert_upload(pem).map(|c| Reply::text(format!("certificate saved; every node presents it within seconds\n{}", cert_text(&c)))),
+            Some(pem) => st.cert_upload(pem).map(|(c, warning)| Reply::text(format!("certificate saved; every node presents it within seconds\n{}{}", cert_text(&c), warning.map(|w| format!("\n{w}")).unwrap_or_default()))),
             None => Err("no certificate given".into()),
         },
         Command::CertRegenerate => st.cert_regenerate().map(|c| Reply::text(format!("new self-signed certificate; every node presents it within seconds\n{}", cert_text(&c)))),

@@ -200,3 +200,20 @@ fn console_covers_node_cluster_queue_and_certificate() {
     let hash = std::fs::read_to_string(f.store.join("admin.hash")).expect("admin hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
 }
+
+#[test]
+fn console_uploads_a_certificate_and_warns_about_its_names() {
+    let f = Fixture::new();
+    let upload = |names: Vec<String>| {
+        let c = rcgen::generate_simple_self_signed(names).expect("certificate");
+        let script = format!("cert upload\n{}{}.\ncert show\n", c.cert.pem(), c.key_pair.serialize_pem());
+        text(&run(&["console", "--store", f.store_arg()], &script))
+    };
+    // Pasted as a person would: the chain and the key, then a line with `.`.
+    let t = upload(vec!["mail.example.test".into()]);
+    assert!(t.contains("certificate saved") && !t.contains("WARNING"), "{t}");
+    assert!(t.contains("source       uploaded") && t.contains("names        mail.example.test"), "{t}");
+    // One for another name is kept too, with a warning.
+    let t = upload(vec!["elsewhere.test".into()]);
+    assert!(t.contains("certificate saved") && t.contains("WARNING: the certificate does not name mail.example.test"), "{t}");
+}
