@@ -12,85 +12,12 @@
 
 mod common;
 
-use std::fs;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use cluster::dns::query_current;
 use common::*;
+use testdns::{Key, Named, Zone};
 
-/// How long named may take to load the zone and answer.
-const NAMED_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(200);
-/// Ports tried when named cannot bind the one picked.
-const PORT_ATTEMPTS: usize = 3;
-
-/// Kills named when the test ends, also on panic.
-struct Named {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("named log:\n{}", self.log_text());
-        }
-    }
-}
-
-impl Named {
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..64 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
-}
-
-fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let d = dir.display();
-    let conf = format!(
-        r#"options {{
-    directory "{d}";
-    pid-file "{d}/named.pid";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    dnssec-validation no;
-}};
-controls {{ }};
-key "{KEY_NAME}" {{
-    algorithm hmac-sha256;
-    secret "{KEY_SECRET}";
-}};
-key "{READONLY_KEY_NAME}" {{
-    algorithm hmac-sha256;
-    secret "{READONLY_KEY_SECRET}";
-}};
-zone "{ZONE}" {{
-    type primary;
-    file "{d}/{ZONE}.zone";
-    allow-update {{ key "{KEY_NAME}"; }};
-}};
-"#
-    );
+/// Starts named on a free port with the zone (dynamic with the test key)
+/// and a key it knows but that may not update.
+fn start_named(dir: &std::path::Path) -> Named {
     // Each node's own name (the MX targets) is static; BIND's integrity
     // check refuses an MX whose target has no address in the zone.
     let zone = format!(
@@ -101,10 +28,11 @@ zone "{ZONE}" {{
          {}",
         node_host_lines()
     );
-    fs::write(dir.join(format!("{ZONE}.zone")), zone).expect("write zone");
-    let path = dir.join("named.conf");
-    fs::write(&path, conf).expect("write named.conf");
-    path
+    testdns::start(
+        dir,
+        &[Key { name: KEY_NAME, secret: KEY_SECRET }, Key { name: READONLY_KEY_NAME, secret: READONLY_KEY_SECRET }],
+        &[Zone { name: ZONE, text: &zone, update_key: Some(KEY_NAME) }],
+    )
 }
 
 fn node_host_lines() -> String {
@@ -113,67 +41,10 @@ fn node_host_lines() -> String {
         .collect()
 }
 
-/// Starts named on a free port and waits until it answers for the zone.
-async fn start_named(dir: &Path) -> Named {
-    let Some(named) = find_tool("named") else {
-        panic!(
-            "BIND 9 `named` is not installed; this test needs it: \
-             apt-get install -y bind9 bind9-dnsutils"
-        );
-    };
-    let mut last_log = String::new();
-    for _ in 0..PORT_ATTEMPTS {
-        let port = free_port();
-        let conf = write_config(dir, port);
-        let log = dir.join("named.log");
-        let log_file = fs::File::create(&log).expect("create log");
-        let child = Command::new(&named)
-            .arg("-g")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log fd"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", named.display()));
-        let mut server = Named {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            log,
-        };
-        let deadline = Instant::now() + NAMED_STARTUP_TIMEOUT;
-        let mut probe = target(server.addr);
-        probe.timeout = Duration::from_millis(500);
-        loop {
-            if let Ok(Some(status)) = server.child.try_wait() {
-                last_log = server.log_text();
-                eprintln!("named exited ({status}) on port {port}:\n{last_log}");
-                break;
-            }
-            if query_current(&probe, [BYSTANDER]).await.is_ok() {
-                return server;
-            }
-            if Instant::now() >= deadline {
-                panic!(
-                    "named did not answer on {} within {NAMED_STARTUP_TIMEOUT:?}; log:\n{}",
-                    server.addr,
-                    server.log_text()
-                );
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
-        }
-    }
-    panic!(
-        "named did not start after {PORT_ATTEMPTS} tries. If the log shows permission \
-         denied under the temporary directory, AppArmor confines named: set TMPDIR to a \
-         directory under /var/cache/bind. Last log:\n{last_log}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_against_bind() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let named = start_named(dir.path()).await;
+    let named = start_named(dir.path());
     let target = target(named.addr);
 
     failover_scenario(&target).await;

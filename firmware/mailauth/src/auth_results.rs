@@ -164,7 +164,7 @@ pub fn forged_fields(message: &[u8], authserv_id: &str) -> Vec<std::ops::Range<u
     let mut pos = 0;
     // (start, end) of the field being read.
     let mut field: Option<(usize, usize)> = None;
-    let mut close = |f: Option<(usize, usize)>, out: &mut Vec<std::ops::Range<usize>>| {
+    let close = |f: Option<(usize, usize)>, out: &mut Vec<std::ops::Range<usize>>| {
         if let Some((start, end)) = f {
             if claims(&message[start..end], authserv_id) {
                 out.push(start..end);

@@ -11,20 +11,14 @@
 mod common;
 
 use std::fs;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, UdpSocket};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
+use testdns::{Named, Zone};
 use mailauth::{keygen, Algorithm, DkimKeyInfo, Signer, Verdict, Verifier, CHECK_DEADLINE, MAX_VERIFY_SIZE};
 
-/// How long named may take to load the zone.
-const NAMED_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause between readiness checks.
-const PROBE_INTERVAL: Duration = Duration::from_millis(100);
-/// Ports tried when named cannot bind the one picked.
-const PORT_ATTEMPTS: usize = 3;
 /// The name this server reports results under (RFC 8601 2.5).
 const AUTHSERV_ID: &str = "mx.receiver.test";
 /// The domain signing with RSA; SPF allows 127.0.0.1 only; DMARC p=reject.
@@ -35,35 +29,6 @@ const ED_DOMAIN: &str = "edmail.test";
 const GOOD_IP: &str = "127.0.0.1";
 /// Not in SPF (TEST-NET-1, RFC 5737).
 const BAD_IP: &str = "192.0.2.1";
-
-/// Kills named when the test ends, also on panic.
-struct Named {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("named log:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
-        }
-    }
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-fn free_port() -> u16 {
-    for _ in 0..64 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
-}
 
 /// The zone `test.`, so that named is authoritative for every name the
 /// checks look up, including the DMARC tree walk's `_dmarc.test`
@@ -87,76 +52,11 @@ fn zone(keys: &[DkimKeyInfo]) -> String {
     z
 }
 
-fn write_config(dir: &Path, port: u16, keys: &[DkimKeyInfo]) -> PathBuf {
-    let d = dir.display();
-    let conf = format!(
-        r#"options {{
-    directory "{d}";
-    pid-file "{d}/named.pid";
-    listen-on port {port} {{ 127.0.0.1; }};
-    listen-on-v6 {{ none; }};
-    recursion no;
-    notify no;
-    dnssec-validation no;
-}};
-controls {{ }};
-zone "test" {{
-    type primary;
-    file "{d}/test.zone";
-}};
-"#
-    );
-    fs::write(dir.join("test.zone"), zone(keys)).expect("write zone");
-    let path = dir.join("named.conf");
-    fs::write(&path, conf).expect("write named.conf");
-    path
-}
-
-/// Starts named on a free port and waits until it has loaded the zone.
+/// Starts named on a free port with the zone `test` holding every
+/// domain's records.
 fn start_named(dir: &Path, keys: &[DkimKeyInfo]) -> Named {
-    let Some(named) = find_tool("named") else {
-        panic!("BIND 9 `named` is not installed; this test needs it: apt-get install -y bind9");
-    };
-    let mut last_log = String::new();
-    for _ in 0..PORT_ATTEMPTS {
-        let port = free_port();
-        let conf = write_config(dir, port, keys);
-        let log = dir.join("named.log");
-        let log_file = fs::File::create(&log).expect("create log");
-        let child = Command::new(&named)
-            .arg("-g")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log fd"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", named.display()));
-        let mut server = Named { child, addr: SocketAddr::from(([127, 0, 0, 1], port)), log };
-        let deadline = Instant::now() + NAMED_STARTUP_TIMEOUT;
-        loop {
-            let text = fs::read_to_string(&server.log).unwrap_or_default();
-            if let Ok(Some(status)) = server.child.try_wait() {
-                last_log = text;
-                eprintln!("named exited ({status}) on port {port}:\n{last_log}");
-                break;
-            }
-            // named -g logs "running" once every zone is loaded and it answers.
-            if text.lines().any(|l| l.ends_with("running")) {
-                assert!(text.contains("zone test/IN: loaded serial 1"), "named did not load the zone:\n{text}");
-                return server;
-            }
-            if Instant::now() >= deadline {
-                panic!("named did not start within {NAMED_STARTUP_TIMEOUT:?}; log:\n{text}");
-            }
-            std::thread::sleep(PROBE_INTERVAL);
-        }
-    }
-    panic!(
-        "named did not start after {PORT_ATTEMPTS} tries. If the log shows permission \
-         denied under the temporary directory, AppArmor confines named: set TMPDIR to a \
-         directory under /var/cache/bind. Last log:\n{last_log}"
-    );
+    let text = zone(keys);
+    testdns::start(dir, &[], &[Zone { name: "test", text: &text, update_key: None }])
 }
 
 fn ip(s: &str) -> IpAddr {

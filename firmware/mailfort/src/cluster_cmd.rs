@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use cluster::announcer::ANNOUNCER_LEASE;
 use cluster::live::read_live_set;
-use store::{DnsSettings, Store, TsigSettings};
+use store::Store;
 
 /// The clock file name used by administrative commands (not a node).
 const ADMIN_CLOCK: &str = "admin";
@@ -58,20 +58,21 @@ pub fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
         ClusterCmd::Status { store } => status(&Store::open(&store)?),
         ClusterCmd::SetDns { store, server, zone, key_name, key_secret, key_algorithm, client_host, ttl, recheck_secs } => {
             let s = Store::open(&store)?;
-            if recheck_secs == 0 {
-                bail!("--recheck-secs must be at least 1");
-            }
-            let dns = DnsSettings { server, zone, client_host, ttl, recheck_secs, tsig: TsigSettings { name: key_name, algorithm: key_algorithm, secret: key_secret } };
-            // Validate everything before saving: a bad value changes nothing.
-            cluster::announcer::target(&dns).map_err(anyhow::Error::msg)?;
-            if !store::address::valid_domain(dns.zone.trim_end_matches('.')) {
-                bail!("'{}' is not a valid zone name", dns.zone);
-            }
-            if ttl == 0 || ttl > cluster::dns::MAX_TTL {
-                bail!("the TTL must be between 1 and {} seconds", cluster::dns::MAX_TTL);
-            }
+            // The same checks as `cluster set` on the console and the
+            // admin page: every value first, then one write.
             let mut settings = s.reload_settings()?;
-            settings.dns = Some(dns);
+            let set = |st: &mut store::ClusterSettings, k: &str, v: &str| admin::cluster_keys::set(st, k, v).map_err(anyhow::Error::msg);
+            for w in [&server, &zone, &key_name, &key_algorithm, &key_secret] {
+                if w.is_empty() || w.contains(char::is_whitespace) {
+                    bail!("'{w}': the DNS settings are single words");
+                }
+            }
+            set(&mut settings, "dns", &format!("{server} {zone} {key_name} {key_algorithm} {key_secret}"))?;
+            if let Some(h) = &client_host {
+                set(&mut settings, "dns.client_host", h)?;
+            }
+            set(&mut settings, "dns.ttl", &ttl.to_string())?;
+            set(&mut settings, "dns.recheck_secs", &recheck_secs.to_string())?;
             s.write_settings(&settings)?;
             println!("DNS announcer configured; the nodes pick it up within a second");
             Ok(())

@@ -122,3 +122,21 @@ fn serve_from_config_file() {
     assert!(line.starts_with("ready node=cfgnode smtp=127.0.0.1:"), "{line}");
     assert!(line.contains("pop3=127.0.0.1:") && !line.contains("submission="), "{line}");
 }
+
+#[test]
+fn set_dns_checks_every_value_before_saving() {
+    let f = Fixture::new();
+    let before = std::fs::read_to_string(f.store.join("cluster.toml")).unwrap();
+    let secret = "q3Fv2m0u1yRk9Yc3o6bD0i9H1pX7rT2sN4wL8eJ5aZE=";
+    for (flag, bad) in [("--server", "not-an-address"), ("--zone", "bad zone!"), ("--key-algorithm", "hmac-md4"), ("--ttl", "0"), ("--recheck-secs", "0")] {
+        let mut args = vec!["cluster", "set-dns", "--store", f.store_arg(), "--server", "127.0.0.1:53", "--zone", "example.test", "--key-name", "k.", "--key-secret", secret];
+        args.extend([flag, bad]);
+        let o = run(&args, "");
+        assert!(!o.status.success(), "{flag} {bad} was taken: {}", text(&o));
+        assert_eq!(std::fs::read_to_string(f.store.join("cluster.toml")).unwrap(), before, "{flag} {bad} changed cluster.toml");
+    }
+    let o = run(&["cluster", "set-dns", "--store", f.store_arg(), "--server", "127.0.0.1:53", "--zone", "example.test", "--key-name", "k.", "--key-secret", secret, "--ttl", "45"], "");
+    assert!(o.status.success(), "{}", text(&o));
+    let after = std::fs::read_to_string(f.store.join("cluster.toml")).unwrap();
+    assert!(after.contains("ttl = 45") && after.contains("server = \"127.0.0.1:53\""), "{after}");
+}

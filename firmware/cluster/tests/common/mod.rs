@@ -101,13 +101,7 @@ pub async fn assert_server_has(target: &DnsTarget, desired: &DesiredRecords) {
     }
 }
 
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"].iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+pub use testdns::find_tool;
 
 /// Runs a tool off the async runtime, bounded by [`TOOL_TIMEOUT`].
 pub async fn run_tool(program: PathBuf, args: Vec<String>, stdin: Option<String>) -> Output {

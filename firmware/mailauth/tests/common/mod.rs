@@ -1,16 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
-/// A program on PATH or in the usual system directories.
-pub fn find_tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/usr/bin", "/sbin"].iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-}
+#[allow(unused_imports)]
+pub use testdns::find_tool;
 
 /// A message as a mail client writes it: folded and repeated header
 /// fields, trailing white space, an 8-bit body, empty lines at the end

@@ -330,66 +330,14 @@ pub const TSIG_KEY_NAME: &str = "mailfort-announcer.";
 /// 32 random octets, base64.
 pub const TSIG_KEY_SECRET: &str = "q3Fv2m0u1yRk9Yc3o6bD0i9H1pX7rT2sN4wL8eJ5aZE=";
 
-/// A BIND 9 `named` run in the foreground for a test; killed on drop.
-pub struct Named {
-    pub child: Child,
-    pub port: u16,
-    pub dir: PathBuf,
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port free for UDP and TCP on 127.0.0.1 right now.
-pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..64 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
-        let p = u.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no free port");
-}
-
-fn named_binary() -> PathBuf {
-    for p in ["/usr/sbin/named", "/usr/bin/named"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("BIND 9 `named` is not installed; scripts/test installs it (apt-get install bind9 bind9-dnsutils)");
-}
+#[allow(unused_imports)]
+pub use testdns::{free_udp_tcp_port, Named};
 
 /// Starts named on 127.0.0.1:`port` serving `zones` (name, zone file
 /// text; every zone dynamic with the test TSIG key), fresh each time.
 pub fn start_named(dir: &Path, port: u16, zones: &[(&str, &str)]) -> Named {
-    let d = dir.display();
-    let mut conf = format!(
-        "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }}; recursion no; notify no; dnssec-validation no; }};\n\
-         controls {{ }};\n\
-         key \"{TSIG_KEY_NAME}\" {{ algorithm hmac-sha256; secret \"{TSIG_KEY_SECRET}\"; }};\n"
-    );
-    for (zone, text) in zones {
-        conf.push_str(&format!("zone \"{zone}\" {{ type primary; file \"{d}/{zone}.zone\"; allow-update {{ key \"{TSIG_KEY_NAME}\"; }}; }};\n"));
-        std::fs::write(dir.join(format!("{zone}.zone")), text).expect("zone file");
-        let _ = std::fs::remove_file(dir.join(format!("{zone}.zone.jnl")));
-    }
-    std::fs::write(dir.join("named.conf"), conf).expect("named.conf");
-    let log = std::fs::File::create(dir.join("named.log")).expect("named.log");
-    let child = Command::new(named_binary()).arg("-g").arg("-c").arg(dir.join("named.conf")).stdin(Stdio::null()).stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("start named");
-    let n = Named { child, port, dir: dir.to_path_buf() };
-    let first = zones.first().map(|z| z.0).unwrap_or(".");
-    let start = std::time::Instant::now();
-    while !dig(port, "SOA", first).contains(" ") {
-        assert!(start.elapsed() < Duration::from_secs(30), "named did not answer: {}", std::fs::read_to_string(dir.join("named.log")).unwrap_or_default());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    n
+    let zones: Vec<testdns::Zone> = zones.iter().map(|(name, text)| testdns::Zone { name, text, update_key: Some(TSIG_KEY_NAME) }).collect();
+    testdns::start_on(dir, port, &[testdns::Key { name: TSIG_KEY_NAME, secret: TSIG_KEY_SECRET }], &zones)
 }
 
 /// `dig +short` against the test's BIND on 127.0.0.1:`port`.
