@@ -105,7 +105,7 @@ impl Node {
     pub fn start(f: &Fixture, name: &str, extra: &[&str]) -> Node {
         let log = f.dir.path().join(format!("{name}.log"));
         let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
-        let has = |flag: &str| extra.iter().any(|a| *a == flag);
+        let has = |flag: &str| extra.contains(&flag);
         let mut args: Vec<String> = ["serve", "--node", name].iter().map(|s| s.to_string()).collect();
         if !has("--store") {
             args.extend(["--store".to_string(), f.store_arg().to_string()]);
