@@ -32,6 +32,11 @@ use crate::live::{LiveSet, DEAD_AFTER};
 pub const ANNOUNCER_LEASE: &str = "announcer";
 /// A lease not refreshed for this long (by the store's clock) is stale.
 pub const LEASE_TTL: Duration = DEAD_AFTER;
+/// How long the announcer waits for one store call (a lease refresh, a
+/// report): a lease not refreshed within its TTL is stale anyway, and a
+/// store that stops answering then costs the lease, never the announcer
+/// (nor the node's shutdown, which waits for the announcer).
+pub const STORE_CALL_DEADLINE: Duration = LEASE_TTL;
 /// Back-off after a failed update: first wait, doubling up to the maximum.
 pub const BACKOFF_START: Duration = Duration::from_secs(1);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -182,9 +187,25 @@ impl Announcer {
     }
 
     /// Gives the lease up (a clean shutdown), so another node takes over at
-    /// once rather than after the TTL.
+    /// once rather than after the TTL. Blocking store I/O: async code calls
+    /// [`Announcer::release_async`].
     pub fn release(&mut self) {
-        self.lease = None;
+        if let Some(l) = self.lease.take() {
+            if let Err(e) = l.release() {
+                tracing::warn!(node = %self.node, error = %e, "cannot release the announcer lease; it goes stale by its TTL");
+            }
+        }
+        self.state.holder = false;
+    }
+
+    /// [`Announcer::release`] on the blocking pool, waiting at most
+    /// [`store::lock::LEASE_RELEASE_DEADLINE`].
+    pub async fn release_async(&mut self) {
+        if let Some(l) = self.lease.take() {
+            if let Err(e) = l.release_async(store::lock::LEASE_RELEASE_DEADLINE).await {
+                tracing::warn!(node = %self.node, error = %e, "cannot release the announcer lease; it goes stale by its TTL");
+            }
+        }
         self.state.holder = false;
     }
 
@@ -193,10 +214,10 @@ impl Announcer {
         // Follow cluster.toml; a bad file leaves the settings as they were
         // (the node's monitor reports it).
         let s = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || s.refresh_settings()).await;
+        let _ = store::blocking::call(STORE_CALL_DEADLINE, move || s.refresh_settings()).await;
         let settings = self.store.settings();
         let Some(dns) = settings.dns.clone() else {
-            self.release();
+            self.release_async().await;
             return;
         };
         self.hold_lease().await;
@@ -253,7 +274,7 @@ impl Announcer {
                 // Taken over after a failure: what the previous holder saw.
                 None => {
                     let s = self.store.clone();
-                    tokio::task::spawn_blocking(move || read_dns_state(&s)).await.ok().and_then(|r| r.ok()).flatten().filter(|r| r.zone == dns.zone).map(|r| r.records).unwrap_or_default()
+                    store::blocking::call(STORE_CALL_DEADLINE, move || read_dns_state(&s)).await.ok().and_then(|r| r.ok()).flatten().filter(|r| r.zone == dns.zone).map(|r| r.records).unwrap_or_default()
                 }
             },
         };
@@ -267,7 +288,7 @@ impl Announcer {
             return;
         }
         let (s, node, st) = (self.store.clone(), self.node.clone(), state.clone());
-        let written = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+        let written = store::blocking::call(STORE_CALL_DEADLINE, move || -> Result<u64, String> {
             let now = s.now(&node).map_err(|e| e.to_string())?;
             let at_unix = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             let text = toml::to_string(&DnsState { at_unix, ..st }).map_err(|e| e.to_string())?;
@@ -300,7 +321,9 @@ impl Announcer {
         let node = self.node.clone();
         let instance = self.instance.clone();
         let lease = self.lease.take();
-        let r = tokio::task::spawn_blocking(move || match lease {
+        // Past the deadline the lease is taken for lost: the blocking call
+        // still owns it and releases it (Drop) when the store answers.
+        let r = store::blocking::call(STORE_CALL_DEADLINE, move || match lease {
             Some(l) => match l.refresh() {
                 Ok(()) => Some(l),
                 Err(_) => None,

@@ -42,6 +42,23 @@ impl Drop for Maildrop {
     }
 }
 
+impl Maildrop {
+    /// Ends the maildrop's use: the lock is released on the blocking pool
+    /// before the session goes on (a new session of the same user finds it
+    /// free), never on the async thread.
+    async fn end(self) {
+        let lock = self.lock.clone();
+        drop(self);
+        // The refresher holds only a weak reference between refreshes; if
+        // it is refreshing now, the last reference's drop releases.
+        if let Ok(l) = Arc::try_unwrap(lock) {
+            if let Err(e) = l.release_async(store::lock::LEASE_RELEASE_DEADLINE).await {
+                tracing::warn!(error = %e, "cannot release the maildrop lock; it goes stale by its TTL");
+            }
+        }
+    }
+}
+
 pub struct Session {
     shared: Arc<Shared>,
     conn: Option<Conn>,
@@ -104,7 +121,9 @@ impl Session {
         }
         // Dropping the maildrop releases the lock; deletions were applied
         // only if QUIT reached the UPDATE state.
-        self.drop_ = None;
+        if let Some(md) = self.drop_.take() {
+            md.end().await;
+        }
         if let Some(c) = self.conn.take() {
             c.close().await;
         }
@@ -379,6 +398,7 @@ impl Session {
         let doomed: Vec<_> = md.messages.iter().zip(&md.deleted).filter(|(_, d)| **d).map(|(m, _)| m.path.clone()).collect();
         let left = md.messages.len() - doomed.len();
         if doomed.is_empty() {
+            md.end().await;
             return self.ok(&format!("bye ({left} messages left)")).await;
         }
         let store = self.shared.store.clone();
@@ -393,7 +413,7 @@ impl Session {
             store.delete_messages(&paths).map_err(|e| e.to_string())
         })
         .await;
-        drop(md);
+        md.end().await;
         match r {
             Ok(Ok(())) => self.ok(&format!("bye ({left} messages left)")).await,
             Ok(Err(e)) => {

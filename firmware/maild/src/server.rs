@@ -40,6 +40,11 @@ const ANNOUNCE_TICK: Duration = Duration::from_millis(500);
 /// How often the node looks for a changed cluster.toml (domains, host
 /// name, limits): an edit is followed within this time, without restart.
 pub const SETTINGS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a node's start waits for each step in the store (opening it
+/// and removing what a crash left, the message counts, the first
+/// heartbeat): a store that does not answer fails the start with an error
+/// rather than hanging it.
+const STORE_START_DEADLINE: Duration = Duration::from_secs(60);
 /// How long a shutdown waits for the last write of the message counts.
 const STATS_FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -189,10 +194,19 @@ impl Node {
     /// configuration error is reported before anything is served.
     pub async fn bind(config: NodeConfig) -> anyhow::Result<Node> {
         config.validate().map_err(anyhow::Error::msg)?;
-        let store = Arc::new(Store::open(&config.store)?);
-        let cleaned = store.clean_spool(&config.node)?;
+        let (root, node) = (config.store.clone(), config.node.clone());
+        let (store, cleaned, swept) = store::blocking::call(STORE_START_DEADLINE, move || -> Result<_, store::StoreError> {
+            let store = Store::open(&root)?;
+            let cleaned = store.clean_spool(&node)?;
+            let swept = store.sweep_crash_leftovers(&node)?;
+            Ok((Arc::new(store), cleaned, swept))
+        })
+        .await??;
         if cleaned > 0 {
             tracing::info!(cleaned, "removed unacknowledged messages left in this node's spool");
+        }
+        if swept.total() > 0 {
+            tracing::info!(report = ?swept, "removed what a crash left in the store");
         }
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => {
@@ -202,7 +216,8 @@ impl Node {
             _ => {
                 // The store's cluster certificate, followed when it changes
                 // (an upload or regeneration on any node).
-                let resolver = tls::cluster_resolver(&store)?;
+                let s = store.clone();
+                let resolver = store::blocking::call(STORE_START_DEADLINE, move || tls::cluster_resolver(&s)).await??;
                 tls::spawn_reloader(&resolver, store.clone());
                 let info = resolver.info();
                 tracing::info!(certificate = %info.path, source = %info.source, sha256 = %info.sha256, "using the cluster certificate");
@@ -223,15 +238,20 @@ impl Node {
             }
         }
         let auth = Authenticator::new(store.clone(), &config.limits);
-        let stats = StatsRecorder::open(&store, &config.node)?;
+        let (s, node) = (store.clone(), config.node.clone());
+        let stats = store::blocking::call(STORE_START_DEADLINE, move || StatsRecorder::open(&s, &node)).await??;
         let instance = cluster::live::new_instance();
         let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
         let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into() };
         // The first heartbeat and live set before serving, so that leases
         // are judged against a real live set from the first session on.
         let heartbeat = Heartbeat::new(&store, info);
-        heartbeat.publish()?;
-        let live = read_live_set(&store, &config.node)?;
+        let (s, node) = (store.clone(), config.node.clone());
+        let (heartbeat, live) = store::blocking::call(STORE_START_DEADLINE, move || -> Result<_, cluster::live::LiveError> {
+            heartbeat.publish()?;
+            Ok((heartbeat, read_live_set(&s, &node)?))
+        })
+        .await??;
         let verifier = if config.inbound.verify {
             match mailauth::Verifier::new(config.inbound.dns_server) {
                 Ok(v) => Some(v),
@@ -456,11 +476,11 @@ async fn announce(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if shared.store_healthy() {
             a.tick(&shared.live_set()).await;
         } else {
-            a.release();
+            a.release_async().await;
         }
     }
     // Hand the lease over at once.
-    let _ = tokio::task::spawn_blocking(move || a.release()).await;
+    a.release_async().await;
 }
 
 fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, done: mpsc::Sender<()>) {

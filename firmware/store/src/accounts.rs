@@ -6,7 +6,7 @@
 //! added through one node can log in on every node at once.
 
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -164,12 +164,13 @@ impl Accounts {
         let lock = self.path.with_extension("lock");
         let start = Instant::now();
         loop {
-            match OpenOptions::new().write(true).create_new(true).open(&lock) {
+            match fsutil::create_private_file(&lock) {
                 Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let stale = fs::metadata(&lock).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).map_or(false, |age| age > WRITE_LOCK_STALE);
-                    if stale {
-                        let _ = fs::remove_file(&lock);
+                    let meta = fs::metadata(&lock).ok();
+                    let stale = meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok()).map_or(false, |age| age > WRITE_LOCK_STALE);
+                    if let (true, Some(m)) = (stale, meta) {
+                        break_stale_lock(&lock, m.ino());
                         continue;
                     }
                     if start.elapsed() > WRITE_LOCK_WAIT {
@@ -194,6 +195,22 @@ impl Accounts {
         let _ = fs::remove_file(&lock);
         result
     }
+}
+
+/// Breaks the write lock left by a crashed writer: renamed aside (a dot
+/// name that the crash sweep removes if we stop here), then removed. Of
+/// two writers that both found it stale, the second renames the lock the
+/// first has taken since: seen by its inode, it is linked back.
+fn break_stale_lock(lock: &Path, stale_ino: u64) {
+    let name = lock.file_name().and_then(|n| n.to_str()).unwrap_or("accounts.lock");
+    let aside = lock.with_file_name(format!(".{name}{}broken.{:016x}", fsutil::TEMP_MARK, rand::random::<u64>()));
+    if fs::rename(lock, &aside).is_err() {
+        return; // someone else broke it first
+    }
+    if fs::metadata(&aside).map_or(false, |m| m.ino() != stale_ino) {
+        let _ = fs::hard_link(&aside, lock);
+    }
+    let _ = fs::remove_file(&aside);
 }
 
 fn parse(text: &str) -> Result<Table, AccountError> {

@@ -20,22 +20,30 @@
 //! each recipient's `new/`; the directories are fsynced before the caller
 //! may say 250. Nothing rewrites a message in place. Times that several
 //! nodes must agree on come from the store's clock (file mtimes set by the
-//! storage host), not from the nodes' own clocks.
+//! storage host), not from the nodes' own clocks. A change of several
+//! files writes the one that makes it visible last, so a crash leaves only
+//! invisible debris, removed at a node's start
+//! (`Store::sweep_crash_leftovers`). Every file is 0600 and every
+//! directory 0700, whatever the umask (`fsutil::create_private_file`).
+//! No store call runs on an async thread (`blocking`).
 
 pub mod accounts;
 pub mod address;
+pub mod blocking;
 pub mod fsutil;
 pub mod lock;
 pub mod maildir;
 pub mod queue;
 pub mod stats;
 mod store;
+pub mod sweep;
 
 pub use accounts::{Accounts, AccountError};
 pub use address::{Address, AddressError};
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use maildir::{MessageEntry, Spool};
 pub use queue::{Envelope, QueueEntry};
+pub use sweep::SweepReport;
 pub use store::{
     ClusterLimits, ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
     MIN_RECIPIENTS_LIMIT,

@@ -10,7 +10,7 @@
 //! and the holder checks its nonce before it applies deletions, so a holder
 //! whose lock was broken never deletes anything.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,11 +67,25 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// A held lease; dropping it releases it.
+/// How long async code waits for a lease's release
+/// ([`Lease::release_async`]): a removal of one small file, so a store that
+/// takes longer is in trouble; the lease then goes stale by its TTL.
+pub const LEASE_RELEASE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// The prefix of a lease renamed aside by the node breaking it.
+pub(crate) const BROKEN_PREFIX: &str = ".broken.";
+
+/// A held lease. Release it with [`Lease::release`] (blocking) or
+/// [`Lease::release_async`]; a lease that is only dropped is released too,
+/// on the blocking pool when dropped inside a tokio runtime (Drop never
+/// does store I/O on an async thread), so a caller that drops it cannot
+/// rely on the lease being free at once.
 #[derive(Debug)]
 pub struct Lease {
     path: PathBuf,
     me: Holder,
+    /// Still to be released (false once `release` ran).
+    held: bool,
 }
 
 /// The POP3 maildrop lock is a lease named after the mailbox.
@@ -120,13 +134,13 @@ impl Store {
         let me = Holder { node: node.to_string(), instance: who.instance.to_string(), pid: std::process::id(), nonce: format!("{:016x}", rand::random::<u64>()) };
         // Two rounds: the second after breaking a stale lock.
         for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
+            match fsutil::create_private_file(&path) {
                 Ok(mut f) => {
                     // Not fsynced: a lease only matters while the store is
                     // up; after a crash of the store every holder is gone
                     // too, and an unreadable lease is judged stale.
                     f.write_all(me.encode().as_bytes()).map_err(|e| StoreError::Io { path: path.clone(), source: e })?;
-                    return Ok(Lease { path, me });
+                    return Ok(Lease { path, me, held: true });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(StoreError::Io { path, source: e }.into()),
@@ -150,7 +164,10 @@ impl Store {
                 let who_holds = holder.map(|h| h.to_string()).unwrap_or_else(|| "another session".into());
                 return Err(LockError::InUse { holder: who_holds });
             }
-            let aside = dir.join(format!(".broken.{addr}.{}", me.nonce));
+            // Renamed aside, then removed: a crash in between leaves a
+            // `.broken.` file that no one takes for a lease, and that
+            // sweep_crash_leftovers removes.
+            let aside = dir.join(format!("{BROKEN_PREFIX}{addr}.{}", me.nonce));
             if fs::rename(&path, &aside).is_err() {
                 continue; // someone else broke it first; try to take it
             }
@@ -182,16 +199,52 @@ impl Lease {
         Ok(())
     }
 
-    pub fn release(self) {
-        // Drop does it.
+    /// Releases the lease now: removes the lease file if it is still ours.
+    /// Blocking store I/O: from async code use [`Lease::release_async`].
+    /// `Ok(false)` when the lease had been broken by someone else (their
+    /// lease is left alone).
+    pub fn release(mut self) -> Result<bool, StoreError> {
+        self.held = false;
+        release_file(&self.path, &self.me)
+    }
+
+    /// [`Lease::release`] for async code: on the blocking pool, waiting at
+    /// most `deadline` (see [`LEASE_RELEASE_DEADLINE`]). Past it the
+    /// release goes on in the background.
+    pub async fn release_async(self, deadline: Duration) -> Result<bool, StoreError> {
+        crate::blocking::call(deadline, move || self.release()).await?
+    }
+}
+
+/// Removes the lease file at `path` if `me` holds it.
+fn release_file(path: &std::path::Path, me: &Holder) -> Result<bool, StoreError> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+    };
+    if Holder::decode(&text).as_ref() != Some(me) {
+        return Ok(false);
+    }
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if self.still_held() {
-            let _ = fs::remove_file(&self.path);
+        if !self.held {
+            return;
         }
+        self.held = false;
+        let (path, me) = (std::mem::take(&mut self.path), self.me.clone());
+        crate::blocking::off_async(move || {
+            if let Err(e) = release_file(&path, &me) {
+                tracing::warn!(lease = %path.display(), error = %e, "cannot release a lease; it goes stale by its TTL");
+            }
+        });
     }
 }
 
@@ -238,6 +291,97 @@ mod tests {
         assert!(old.refresh().is_err());
         drop(old); // must not remove n2's lock
         assert!(new.still_held());
+    }
+
+    #[test]
+    fn release_is_explicit_and_spares_a_breaker() {
+        let (_d, s) = store();
+        let a = Address::parse("a@example.test").unwrap();
+        let ttl = Duration::from_secs(60);
+        let l = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
+        assert!(l.release().unwrap(), "ours, released");
+        assert!(!s.locks_dir().join("pop3.a@example.test").exists());
+        let old = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
+        let new = s.lock_maildrop(&a, c("n2"), ttl, &|h| h.node == "n1").unwrap();
+        assert!(!old.release().unwrap(), "broken meanwhile: nothing removed");
+        assert!(new.still_held());
+    }
+
+    /// Replaces a held lease's file by a FIFO: reading it (what a release
+    /// does first) blocks until someone opens the FIFO for writing, as a
+    /// read from a hung NFS server would. Returns the writer that ends the
+    /// block, writing the lease's own content so that the release goes on.
+    fn stall(l: &Lease) -> impl FnOnce() {
+        let path = l.path.clone();
+        let content = l.me.encode();
+        fs::remove_file(&path).unwrap();
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        move || {
+            fs::OpenOptions::new().write(true).open(&path).unwrap().write_all(content.as_bytes()).unwrap();
+        }
+    }
+
+    /// A lease dropped in async code while the store hangs: the drop
+    /// returns at once (the release runs on the blocking pool), the
+    /// runtime's only thread goes on working, and the release completes
+    /// once the store answers. Before, the drop read the lease file on the
+    /// async thread and the runtime stood still until the store answered.
+    #[test]
+    fn drop_in_async_code_does_not_block_the_runtime() {
+        let (_d, s) = store();
+        let a = Address::parse("a@example.test").unwrap();
+        let l = s.lock_maildrop(&a, c("n1"), Duration::from_secs(60), &|_| false).unwrap();
+        let path = l.path.clone();
+        let unblock = stall(&l);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let rt = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                drop(l);
+                // The runtime still runs timers and tasks.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let ticked = tokio::spawn(async { 42 }).await.unwrap();
+                tx.send(ticked).unwrap();
+            });
+            // Dropping the runtime waits for the blocking release.
+        });
+        let got = rx.recv_timeout(Duration::from_secs(30));
+        unblock();
+        rt.join().unwrap();
+        assert_eq!(got, Ok(42), "the runtime stood still while a dropped lease waited for the store");
+        assert!(!path.exists(), "the lease was not released once the store answered");
+    }
+
+    /// release_async gives up after its deadline while the store hangs; the
+    /// runtime meanwhile stays free, and the release still happens.
+    #[test]
+    fn release_async_has_a_deadline() {
+        let (_d, s) = store();
+        let l = s.take_lease("announcer", c("n1"), Duration::from_secs(60), &|_| false).unwrap();
+        let path = l.path.clone();
+        let unblock = stall(&l);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(async move {
+            let ticker = tokio::spawn(async {
+                let mut n = 0u32;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    n += 1;
+                    if n == 3 {
+                        return n;
+                    }
+                }
+            });
+            let r = l.release_async(Duration::from_millis(300)).await;
+            (r, ticker.await.unwrap())
+        });
+        assert!(matches!(r.0, Err(StoreError::Unanswered(crate::blocking::Unanswered::Deadline(_)))), "{:?}", r.0);
+        assert_eq!(r.1, 3, "other tasks ran while the release waited");
+        unblock();
+        drop(rt);
+        assert!(!path.exists(), "the release went on after the deadline");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! directories, and only then reports success; the spool name is dropped
 //! afterwards. One copy on disk however many recipients.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,7 +46,8 @@ impl Store {
         }
         let name = unique_name(node);
         let path = dir.join(&name);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_err(&path))?;
+        // Every mailbox's copy is a hard link of this file: its mode is theirs.
+        let file = fsutil::create_private_file(&path).map_err(io_err(&path))?;
         Ok(Spool { file: Some(file), path, name, size: 0 })
     }
 
@@ -181,6 +182,7 @@ impl Spool {
     pub fn commit(mut self, store: &Store, mailboxes: &[Address], queue: Option<&Envelope>) -> Result<(), StoreError> {
         let file = self.file.take().ok_or_else(|| StoreError::Io { path: self.path.clone(), source: io::Error::other("spool already committed") })?;
         file.sync_all().map_err(io_err(&self.path))?;
+        fsutil::crash_point("commit:after-spool-sync");
         let mut dirs = Vec::with_capacity(mailboxes.len() + 1);
         for addr in mailboxes {
             let md = store.ensure_maildir(addr)?;
@@ -194,6 +196,14 @@ impl Spool {
             }
             dirs.push(new);
         }
+        fsutil::crash_point("commit:after-mailbox-links");
+        // The queue entry after the mailboxes, its envelope last of all
+        // (see enqueue_linked). A crash before the end leaves the spool
+        // file (removed by clean_spool at the node's next start), maybe
+        // mailbox copies (a message is delivered once its link is in
+        // new/; the client, told nothing, sends again: a duplicate, never
+        // a loss) and maybe a queue .msg without .env, which is invisible
+        // and swept (sweep_crash_leftovers).
         if let Some(env) = queue {
             store.enqueue_linked(&self.path, &self.name, env)?;
         }
@@ -203,6 +213,7 @@ impl Spool {
         // On NFS the links are durable only once the server fsyncs the
         // inode (see fsutil::persist_names_nfs).
         fsutil::persist_names_nfs(&file, store.on_nfs()).map_err(io_err(&self.path))?;
+        fsutil::crash_point("commit:before-spool-remove");
         drop(file);
         let _ = fs::remove_file(&self.path);
         Ok(())
@@ -212,8 +223,14 @@ impl Spool {
 impl Drop for Spool {
     fn drop(&mut self) {
         // Not committed: the message was refused or the session failed.
-        if self.file.is_some() {
-            let _ = fs::remove_file(&self.path);
+        // The removal is store I/O: never on an async worker thread.
+        if let Some(file) = self.file.take() {
+            let path = std::mem::take(&mut self.path);
+            crate::blocking::off_async(move || {
+                // Closing an NFS file flushes it: I/O too.
+                drop(file);
+                let _ = fs::remove_file(&path);
+            });
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The outbound queue: `<store>/queue/<name>.msg` holds the message (a hard
 //! link to the spooled file), `<name>.env` its envelope. The envelope is
 //! written last, atomically, so an entry without one is incomplete and is
-//! never delivered.
+//! never delivered; removal takes the envelope first. A `.msg` without its
+//! `.env` is what a crash leaves, and `Store::sweep_crash_leftovers`
+//! removes it.
 
 use std::fs;
 use std::io;
@@ -43,10 +45,22 @@ impl Store {
         let q = self.queue_dir();
         let msg = q.join(format!("{name}.msg"));
         fs::hard_link(spool_path, &msg).map_err(io_err(&msg))?;
+        fsutil::crash_point("enqueue:after-link");
         let bytes = postcard::to_allocvec(env).map_err(|e| StoreError::Io { path: msg.clone(), source: io::Error::other(e) })?;
         // write_atomic fsyncs the queue directory, which also makes the
         // .msg link durable.
-        fsutil::write_atomic(&q.join(format!("{name}.env")), &bytes).map_err(io_err(&q))
+        let env_path = q.join(format!("{name}.env"));
+        fsutil::write_atomic_at(&env_path, &bytes, "enqueue:before-env-rename").map_err(io_err(&q))?;
+        fsutil::crash_point("enqueue:after-env");
+        // A node stalled between link and envelope for longer than the
+        // sweep's age may have lost its .msg to another node's sweep: then
+        // the entry is taken back and the message refused, never
+        // acknowledged without its content.
+        if !msg.exists() {
+            let _ = fs::remove_file(&env_path);
+            return Err(StoreError::Io { path: msg, source: io::Error::new(io::ErrorKind::NotFound, "the queued message vanished before its envelope was written") });
+        }
+        Ok(())
     }
 
     /// Every complete queue entry, oldest first.

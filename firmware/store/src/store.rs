@@ -29,6 +29,8 @@ pub enum StoreError {
     Settings { path: PathBuf, reason: String },
     #[error("store I/O error at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Unanswered(#[from] crate::blocking::Unanswered),
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -219,6 +221,13 @@ impl Store {
             return Err(StoreError::UnknownFormat { path: root.to_path_buf(), found: found.trim().chars().take(80).collect() });
         }
         let (settings, stamp) = Self::read_settings_stamped(root)?;
+        // A store made by an older version followed the umask: close it
+        // to other local users (cheap: the top level and the key files).
+        match Self::tighten_modes(root) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(store = %root.display(), changed = n, "restricted the store's files to their owner (0600, directories 0700)"),
+            Err(e) => tracing::warn!(error = %e, "cannot restrict the store's files to their owner"),
+        }
         Ok(Store {
             root: root.to_path_buf(),
             accounts: Accounts::new(root.join("accounts")),

@@ -162,7 +162,15 @@ impl Runner {
         };
         self.attempt(id).await;
         refresher.abort();
-        let _ = tokio::task::spawn_blocking(move || drop(lease)).await;
+        // Cancelled once this returns; if it was refreshing just then, the
+        // refresh holds the lease, and its drop releases it (on the
+        // blocking pool).
+        let _ = refresher.await;
+        if let Ok(l) = Arc::try_unwrap(lease) {
+            if let Err(e) = l.release_async(store::lock::LEASE_RELEASE_DEADLINE).await {
+                tracing::warn!(id, error = %e, "cannot release a queue lease; it goes stale by its TTL");
+            }
+        }
     }
 
     /// One delivery attempt of entry `id`, under its lease.
