@@ -8,7 +8,7 @@
 use std::fmt;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -49,8 +49,10 @@ const PEM_LABEL: &str = "PRIVATE KEY";
 const PEM_LINE: usize = 64;
 /// Keys are secrets: only the owner may read them.
 const KEY_MODE: u32 = 0o600;
+/// Every file and directory in the store is its owner's alone (the store's
+/// own rule, `store::fsutil::FILE_MODE` / `DIR_MODE`).
 const DIR_MODE: u32 = 0o700;
-const SELECTOR_MODE: u32 = 0o644;
+const SELECTOR_MODE: u32 = 0o600;
 
 /// A DKIM signing algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,7 +406,8 @@ fn pem_encode(der: &[u8]) -> String {
 /// exist: a mistyped store path is an error, not a new tree) and fsyncs the
 /// parent so the entry is durable.
 fn create_private_dir(dir: &Path) -> Result<(), Error> {
-    match DirBuilder::new().mode(DIR_MODE).create(dir) {
+    // The mode is masked by the umask: set again exactly.
+    match DirBuilder::new().mode(DIR_MODE).create(dir).and_then(|()| fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
         Err(e) => return Err(io_err(dir)(e)),
@@ -443,6 +446,9 @@ fn write_temp(path: &Path, contents: &[u8], mode: u32) -> io::Result<PathBuf> {
     let tmp = parent_of(path).join(format!(".{name}.tmp.{}.{:016x}", std::process::id(), rand::random::<u64>()));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        // The umask may have taken bits off: exactly `mode`, before the
+        // file is linked or renamed into view.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()
     })();

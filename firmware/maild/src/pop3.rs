@@ -266,7 +266,7 @@ impl Session {
         let instance = self.shared.instance.clone();
         let ttl = Duration::from_secs(self.shared.config.limits.maildrop_lock_ttl_secs);
         let u = user.clone();
-        let r = tokio::task::spawn_blocking(move || {
+        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             // A lock whose holder is no longer in the live set (a node that
             // was killed) is broken at once, without waiting for the TTL.
             let who = store::Claimant { node: &node, instance: &instance };
@@ -301,7 +301,7 @@ impl Session {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
                     let Some(l) = lock.upgrade() else { return };
-                    match tokio::task::spawn_blocking(move || l.refresh()).await {
+                    match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || l.refresh()).await {
                         Ok(Ok(())) => {}
                         _ => {
                             tracing::warn!("maildrop lock lost; deletions will not be applied");
@@ -404,7 +404,7 @@ impl Session {
         let store = self.shared.store.clone();
         let lock = md.lock.clone();
         let user = md.user.clone();
-        let r = tokio::task::spawn_blocking(move || {
+        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             // A holder whose lock was broken must not delete anything.
             if !lock.still_held() {
                 return Err("maildrop lock lost".to_string());
@@ -431,7 +431,7 @@ impl Session {
         if m.size <= WHOLE_READ_MAX {
             // Small messages (most mail) in one trip to the blocking pool.
             let path = m.path.clone();
-            let data = match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+            let data = match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await {
                 Ok(Ok(d)) => d,
                 _ => {
                     tracing::error!(path = %m.path.display(), "cannot read message");

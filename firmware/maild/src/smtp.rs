@@ -304,7 +304,7 @@ impl Session {
             };
             let store = self.shared.store.clone();
             let a = addr.clone();
-            match tokio::task::spawn_blocking(move || store.accounts().exists(&a)).await {
+            match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || store.accounts().exists(&a)).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => return self.reply(550, "5.1.1", &format!("<{rcpt}>: no such user here")).await,
                 Ok(Err(e)) => {
@@ -659,7 +659,7 @@ struct Body {
 impl Body {
     async fn begin(store: Arc<Store>, node: String) -> Result<Body, String> {
         let (s, n) = (store.clone(), node.clone());
-        let spool = tokio::task::spawn_blocking(move || s.spool(&n)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let spool = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || s.spool(&n)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         let name = spool.name().to_string();
         Ok(Body { store, node, spool: Some(spool), name, mem: Vec::with_capacity(16 * 1024), spilled: 0, trace_len: 0, late_header: None, error: None })
     }
@@ -672,7 +672,7 @@ impl Body {
         }
         let path = self.store.spool_dir(&self.node).join(&self.name);
         let skip = self.trace_len;
-        let mut data = tokio::task::spawn_blocking(move || std::fs::read(path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        let mut data = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         data.drain(..skip.min(data.len()));
         data.extend_from_slice(&self.mem);
         Ok(data)
@@ -712,7 +712,7 @@ impl Body {
 
     async fn spill(&mut self) {
         let (Some(mut spool), mem) = (self.spool.take(), std::mem::take(&mut self.mem)) else { return };
-        let r = tokio::task::spawn_blocking(move || {
+        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let r = spool.write_all(&mem);
             (spool, mem, r)
         })
@@ -740,7 +740,7 @@ impl Body {
         let store = self.store.clone();
         let late = self.late_header.take();
         let node = self.node.clone();
-        tokio::task::spawn_blocking(move || {
+        store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             spool.write_all(&mem).map_err(|e| e.to_string())?;
             if let Some((at, header, remove)) = late {
                 // A spilled message gets its late header in a copy: the

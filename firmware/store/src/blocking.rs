@@ -6,6 +6,13 @@
 
 use std::time::Duration;
 
+/// How long a session or a background task waits for one store call
+/// before it gives up with a temporary error: far more than a healthy
+/// store takes (an fsync of a large message over NFS under load takes
+/// seconds), and well before a client's own timeouts (RFC 5321 4.5.3.2:
+/// at least 2 minutes for most replies, 10 for the end of the data).
+pub const STORE_CALL_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Why a store call made from async code gave no result.
 #[derive(Debug, thiserror::Error)]
 pub enum Unanswered {

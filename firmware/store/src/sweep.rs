@@ -109,12 +109,12 @@ impl Store {
         self.sweep_queue(node, now, &mut report)?;
         for d in TEMP_DIRS {
             let dir = if d.is_empty() { self.root().to_path_buf() } else { self.root().join(d) };
-            self.sweep_temp_files(&dir, now, &mut report)?;
+            self.sweep_temp_files(&dir, node, now, &mut report)?;
             // dkim/<domain>/ holds the keys, written the same way.
             if *d == "dkim" {
                 for (_, sub) in entries(&dir)? {
                     if sub.is_dir() {
-                        self.sweep_temp_files(&sub, now, &mut report)?;
+                        self.sweep_temp_files(&sub, node, now, &mut report)?;
                     }
                 }
             }
@@ -184,14 +184,23 @@ impl Store {
     /// Temporary files in `dir`: dot-files with [`fsutil::TEMP_MARK`] in
     /// their name (and, in `tls/`, any dot-file: the certificate is made
     /// under a temporary dot-name and linked into place).
-    fn sweep_temp_files(&self, dir: &Path, now: SystemTime, report: &mut SweepReport) -> Result<(), StoreError> {
+    /// Those of files that belong to `node` (its queue envelopes, its
+    /// heartbeat and counts: the node's name is in the file's) go at once,
+    /// since the node is starting and writes none of them now; the others
+    /// after [`TEMP_MIN_AGE`].
+    fn sweep_temp_files(&self, dir: &Path, node: &str, now: SystemTime, report: &mut SweepReport) -> Result<(), StoreError> {
         let any_dot = dir == self.tls_dir();
+        let in_queue = dir == self.queue_dir();
+        let per_node = dir == self.root().join("cluster/nodes") || dir == self.root().join(crate::stats::STATS_DIR);
         for (name, path) in entries(dir)? {
             if !name.starts_with('.') || !(any_dot || name.contains(fsutil::TEMP_MARK)) {
                 continue;
             }
+            // `.<target><TEMP_MARK><pid>.<n>`
+            let target = name[1..].split(fsutil::TEMP_MARK).next().unwrap_or("");
+            let mine = (in_queue && target.strip_suffix(".env").and_then(owner_of) == Some(node)) || (per_node && target == node);
             let Ok(m) = fs::symlink_metadata(&path) else { continue };
-            if m.is_file() && m.modified().is_ok_and(|t| age(now, t) > TEMP_MIN_AGE) && remove(&path)? {
+            if m.is_file() && (mine || m.modified().is_ok_and(|t| age(now, t) > TEMP_MIN_AGE)) && remove(&path)? {
                 report.temp_files += 1;
             }
         }
@@ -277,11 +286,20 @@ mod tests {
         }
         let fresh_tmp = s.root().join(".cluster.toml.tmp.9.9");
         fs::write(&fresh_tmp, "t").unwrap();
+        // This node's envelope and heartbeat in the making: its own, at once.
+        let own_tmp = [q.join(format!(".{mine}.env.tmp.3.4")), s.root().join("cluster/nodes/.n1.tmp.3.4")];
+        for p in &own_tmp {
+            fs::write(p, "t").unwrap();
+        }
+        let theirs_tmp = q.join(format!(".{theirs}.env.tmp.3.4"));
+        fs::write(&theirs_tmp, "t").unwrap();
         // A clock file is a dot-file but no temporary file.
         s.now("n2").unwrap();
         let report = s.sweep_crash_leftovers("n1").unwrap();
         assert_eq!(report.orphan_queue_files, 1, "{report:?}");
-        assert_eq!(report.temp_files, old_tmp.len(), "{report:?}");
+        assert_eq!(report.temp_files, old_tmp.len() + own_tmp.len(), "{report:?}");
+        assert!(own_tmp.iter().all(|p| !p.exists()));
+        assert!(theirs_tmp.exists(), "another node's fresh envelope in the making");
         assert!(!q.join(format!("{mine}.msg")).exists(), "this node's orphan is removed at once");
         assert!(q.join(format!("{theirs}.msg")).exists(), "another node's fresh orphan may be an entry in the making");
         assert!(old_tmp.iter().all(|p| !p.exists()));

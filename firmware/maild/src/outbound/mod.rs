@@ -80,7 +80,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         let store = shared.store.clone();
-        let entries = match tokio::task::spawn_blocking(move || store.queue_list()).await {
+        let entries = match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || store.queue_list()).await {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the queue");
@@ -134,7 +134,7 @@ impl Runner {
         let store = shared.store.clone();
         let (node, instance) = (shared.config.node.clone(), shared.instance.clone());
         let name = lease_name(id);
-        let lease = tokio::task::spawn_blocking(move || {
+        let lease = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let who = store::Claimant { node: &node, instance: &instance };
             store.take_lease(&name, who, QUEUE_LEASE_TTL, &|h| cluster::live::holder_dead(&store, &node, h))
         })
@@ -154,7 +154,7 @@ impl Runner {
                 loop {
                     tokio::time::sleep(QUEUE_LEASE_TTL / 3).await;
                     let l = lease.clone();
-                    if !matches!(tokio::task::spawn_blocking(move || l.refresh()).await, Ok(Ok(()))) {
+                    if !matches!(store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || l.refresh()).await, Ok(Ok(()))) {
                         return;
                     }
                 }
@@ -180,7 +180,7 @@ impl Runner {
         let store = shared.store.clone();
         let i = id.to_string();
         // Read again under the lease: another node may have finished it.
-        let read = tokio::task::spawn_blocking(move || {
+        let read = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let e = store.queue_get(&i)?;
             let m = std::fs::read(store.queue_message_path(&i)).map_err(|source| store::StoreError::Io { path: store.queue_message_path(&i), source })?;
             Ok::<_, store::StoreError>((e, m))
@@ -261,7 +261,7 @@ impl Runner {
         let store = shared.store.clone();
         let i = id.to_string();
         if pending.is_empty() {
-            let _ = tokio::task::spawn_blocking(move || store.queue_remove(&i)).await;
+            let _ = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || store.queue_remove(&i)).await;
         } else {
             env.attempts += 1;
             let backoff = cfg.retry_base_secs.saturating_mul(1u64 << (env.attempts - 1).min(20)).min(cfg.retry_max_secs);
@@ -269,7 +269,7 @@ impl Runner {
             env.rcpts = pending.into_iter().map(|(r, _)| r).collect();
             env.last_error = last_error;
             let e2 = env.clone();
-            match tokio::task::spawn_blocking(move || store.queue_update(&i, &e2)).await {
+            match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || store.queue_update(&i, &e2)).await {
                 Ok(Ok(true)) => {}
                 Ok(Ok(false)) => tracing::info!(id, "queue entry deleted during delivery"),
                 _ => tracing::error!(id, "cannot update a queue entry"),
@@ -302,7 +302,7 @@ impl Runner {
         let root = self.shared.store.root().to_path_buf();
         let msg = message.to_vec();
         let d = domain.clone();
-        let r = tokio::task::spawn_blocking(move || -> Result<Option<String>, mailauth::Error> {
+        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || -> Result<Option<String>, mailauth::Error> {
             match mailauth::Signer::load(&root, &d)? {
                 Some(signer) => signer.sign(&msg).map(Some),
                 None => Ok(None),
@@ -324,7 +324,7 @@ impl Runner {
     async fn notify(&self, sender: &str, report: Vec<u8>) -> Result<(), String> {
         let shared = self.shared.clone();
         let sender = sender.to_string();
-        tokio::task::spawn_blocking(move || {
+        store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let sender = sender.as_str();
             let store = &shared.store;
             let node = &shared.config.node;
