@@ -620,11 +620,15 @@ pub fn run_session(session: &Session, to: SocketAddr, from: Option<IpAddr>, repl
         }
     };
     stats.sessions.fetch_add(1, Ordering::Relaxed);
+    // Ok(true): the session went as far as it meant to (a close right
+    // after its last step, QUIT, is the node's answer to it).
+    let n = session.steps.len();
     let r = (|| -> io::Result<bool> {
         if !read_replies(&mut s, GREETING_WAIT, stats)? {
-            return Ok(false);
+            return Ok(n == 0);
         }
-        for step in &session.steps {
+        for (i, step) in session.steps.iter().enumerate() {
+            let last = i + 1 == n;
             if Instant::now() >= deadline {
                 return Ok(true);
             }
@@ -632,7 +636,7 @@ pub fn run_session(session: &Session, to: SocketAddr, from: Option<IpAddr>, repl
                 Step::Send(b) => {
                     send(&mut s, b, stats)?;
                     if !read_replies(&mut s, reply_wait, stats)? {
-                        return Ok(false);
+                        return Ok(last);
                     }
                 }
                 Step::Burst(b) => send(&mut s, b, stats)?,

@@ -73,3 +73,26 @@ fn fuzz_forms() {
 fn fuzz_cert() {
     fuzz_for_a_while("cert");
 }
+
+/// Inputs that once broke a target's invariants: `regressions/<target>/*`,
+/// each replayed as it is.
+fn replay_regressions(name: &str) {
+    let t = targets::find(name).unwrap_or_else(|| panic!("no target {name}"));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+    let inputs = engine::load_corpus(&dir, name).expect("the target's regression inputs");
+    assert!(!inputs.is_empty());
+    for input in inputs {
+        if let Err(m) = engine::run_one(t, &input, &mut targets::Features::new()) {
+            panic!("{m}\ninput: b\"{}\"", input.escape_ascii());
+        }
+    }
+}
+
+/// A certificate whose subjectAltName extension is malformed (one base64
+/// character of a dNSName changed): the upload was refused ("invalid
+/// extensions") after the file had been saved, so the refused certificate
+/// became the cluster's, and the console could no longer read it.
+#[test]
+fn cert_regressions() {
+    replay_regressions("cert");
+}
