@@ -55,6 +55,13 @@ use crate::commands::Host;
 
 pub use auth::{LOGIN_COOKIE, LOGIN_DELAY_MAX, LOGIN_DELAY_START, MAX_PASSWORD_CHECKS, SESSION_COOKIE};
 
+/// The page's parsers as its handlers call them, for the fuzz targets.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::multipart::{is_multipart, parse as parse_multipart, Part, MAX_PARTS};
+    pub use super::pages::decode_forms;
+}
+
 /// A session ends after this long without a request.
 pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 /// A session ends this long after the login, whatever happens.

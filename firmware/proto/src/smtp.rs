@@ -228,6 +228,11 @@ fn parse_path(path: &str) -> Result<Mailbox<'_>, Error> {
     // RFC 5321 4.1.1.3 and C: source routes are accepted and ignored.
     let inner = if inner.starts_with('@') {
         match inner.find(':') {
+            // A-d-l = At-domain *( "," At-domain ): domains, never a
+            // quoted string, whose quotes would hide the end of the path
+            // from split_path and give an address that cannot be written
+            // back as the same path.
+            Some(i) if inner[..i].contains('"') => return Err(Error::Syntax("bad source route")),
             Some(i) => &inner[i + 1..],
             None => return Err(Error::Syntax("bad source route")),
         }
@@ -373,6 +378,15 @@ mod tests {
         assert!(matches!(parse_command("RCPT TO:<jörg@bücher.example>".as_bytes()), Ok(Command::Rcpt { .. })));
         assert!(parse_command(b"RCPT TO:<bob>").is_err());
         assert!(parse_command(b"RCPT TO:<bob@-bad.example>").is_err());
+    }
+
+    #[test]
+    fn a_quote_in_a_source_route_is_refused() {
+        // The quote made the first '>' part of the domain: an address
+        // that reads differently once written back as <a@[x>"]>.
+        assert_eq!(parse_command(b"MAIL FROM:<@\"r:a@[x>\"]>"), Err(Error::Syntax("bad source route")));
+        assert!(parse_command(b"MAIL FROM:<a@[x>\"]>").is_err());
+        assert!(matches!(parse_command(b"MAIL FROM:<@r.example,@s.example:\"a>b\"@example.test>"), Ok(Command::Mail { from: Some(Mailbox { local: "\"a>b\"", domain: "example.test" }), .. })));
     }
 
     #[test]

@@ -975,3 +975,71 @@ async fn reboot(State(app): AppState, headers: HeaderMap, Form(f): Form<CsrfForm
 async fn poweroff(State(app): AppState, headers: HeaderMap, Form(f): Form<CsrfForm>) -> Response {
     power(app, headers, f, Command::Poweroff).await
 }
+
+// ---------------------------------------------------------------------------
+// Fuzz targets
+
+/// Decodes a urlencoded body as each form and query the page takes, with
+/// the extractors its handlers use, and runs the checks the handlers make
+/// on the fields. For each: its name, and its fields (name and value;
+/// `None` for an optional field the body did not give) or `None` when the
+/// extractor refuses the body.
+#[doc(hidden)]
+pub async fn decode_forms(body: &[u8]) -> Vec<(&'static str, Option<Vec<(&'static str, Option<String>)>>)> {
+    trait Value {
+        fn value(self) -> Option<String>;
+    }
+    impl Value for String {
+        fn value(self) -> Option<String> {
+            Some(self)
+        }
+    }
+    impl Value for Option<String> {
+        fn value(self) -> Option<String> {
+            self
+        }
+    }
+    async fn form<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+        let req = axum::http::Request::builder().method("POST").header(header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(axum::body::Body::from(body.to_vec())).ok()?;
+        Form::<T>::from_request(req, &()).await.ok().map(|Form(f)| f)
+    }
+    fn query<T: serde::de::DeserializeOwned>(body: &[u8]) -> Option<T> {
+        let uri = axum::http::Uri::try_from([&b"/?"[..], body].concat()).ok()?;
+        Query::<T>::try_from_uri(&uri).ok().map(|Query(q)| q)
+    }
+    macro_rules! fields {
+        ($name:literal, $v:expr, $($f:ident),*) => {
+            ($name, $v.map(|v| vec![$((stringify!($f), Value::value(v.$f))),*]))
+        };
+    }
+    let user = form::<UserForm>(body).await;
+    if let Some(f) = &user {
+        let _ = address(&f.address);
+        let _ = new_password(&f.password, &f.password2);
+    }
+    let queue = form::<QueueForm>(body).await;
+    if let Some(f) = &queue {
+        let _ = queue_id(&f.id);
+    }
+    let set = form::<SetForm>(body).await;
+    if let Some(f) = &set {
+        let _ = key_value(&f.key, &f.value);
+    }
+    let id = query::<IdQuery>(body);
+    if let Some(q) = &id {
+        let _ = queue_id(&q.id);
+    }
+    vec![
+        fields!("login", form::<LoginForm>(body).await, csrf, password),
+        fields!("csrf", form::<CsrfForm>(body).await, csrf, confirm),
+        fields!("user", user, csrf, address, password, password2, confirm),
+        fields!("queue", queue, csrf, id, confirm),
+        fields!("set", set, csrf, key, value),
+        fields!("admin-passwd", form::<AdminPasswdForm>(body).await, csrf, current, password, password2),
+        fields!("cert", form::<CertForm>(body).await, csrf, pem),
+        fields!("service", form::<ServiceForm>(body).await, csrf, service),
+        fields!("login-query", query::<LoginQuery>(body), expired),
+        fields!("dashboard-query", query::<DashQuery>(body), auto),
+        fields!("id-query", id, id),
+    ]
+}
