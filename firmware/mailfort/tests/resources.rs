@@ -88,10 +88,16 @@ fn trickling_clients_are_cut_off_at_their_deadlines() {
     assert!(closed, "a trickled POP3 command held its session for {after:?}: {got:?}");
     assert!(got.is_empty(), "{got:?}");
 
-    // The node serves on.
+    // The node serves on; a session of NOOPs alone ends after 100 of them,
+    // although each command comes at once.
     let mut w = Wire::connect(node.smtp);
     assert_eq!(w.reply().0, 220);
-    assert_eq!(w.smtp("QUIT").0, 221);
+    for _ in 0..100 {
+        assert_eq!(w.smtp("NOOP").0, 250);
+    }
+    let (code, text) = w.smtp("NOOP");
+    assert!(code == 421 && text.starts_with("421 4.7.0"), "{text}");
+    assert!(w.closed_within(Duration::from_secs(5)).0);
 }
 
 /// A message sent slowly but steadily (above the minimum rate) gets
