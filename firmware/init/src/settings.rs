@@ -220,7 +220,7 @@ impl NodeSettings {
             "storage" => self.storage = Some(v.parse().map_err(|_| format!("'{v}' is not an IP address"))?),
             "export" => self.export = text(nfs::valid_export(v), "an absolute export path")?,
             "store_id" => self.store_id = text(!v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()), "a store id (hex)")?,
-            "domain" => self.domain = text(store::address::valid_domain(&v.to_lowercase()), "a domain name")?.map(|d| d.to_lowercase()),
+            "domain" => self.domain = text(store::address::valid_domain(&store::address::normalize_domain(v)), "a domain name")?.map(|d| store::address::normalize_domain(&d)),
             "clients" => self.clients = text(crate::storage::expand_clients(v).is_ok(), "a client list (CIDR, addresses, ranges a-b)")?,
             "ddns.server" => self.ddns.server = text(v.parse::<std::net::SocketAddr>().is_ok(), "IP:PORT")?,
             "ddns.zone" => self.ddns.zone = text(store::address::valid_domain(v.trim_end_matches('.')), "a zone name")?,

@@ -14,6 +14,10 @@ pub const DEV_SUBMISSIONS: &str = "127.0.0.1:2465";
 pub const DEV_POP3: &str = "127.0.0.1:2110";
 pub const DEV_POP3S: &str = "127.0.0.1:2995";
 
+/// Smallest in-memory message buffer per session: smaller ones would turn
+/// every few lines of a message into a write of its own.
+pub const MIN_MESSAGE_MEMORY: usize = 4096;
+
 /// Limits on what one client can make the node do. Every one of them is a
 /// defence against a careless or hostile peer.
 #[derive(Debug, Clone, Deserialize)]
@@ -32,13 +36,46 @@ pub struct Limits {
     /// Connections at once from one client address, so that one host with
     /// hundreds of idle or slow connections cannot lock everyone else out.
     pub max_connections_per_ip: usize,
-    /// Seconds to wait for a command. RFC 5321 4.5.3.2.7 asks for at least
-    /// 5 minutes; RFC 1939 3 for at least 10 minutes in POP3.
+    /// Connections at once from one network: an IPv4 /24 or an IPv6 /64
+    /// (what one customer of a provider usually gets), so that a handful
+    /// of neighbouring addresses cannot take every slot either (Postfix's
+    /// anvil counts per address; postscreen and most DNSBLs think in /24s).
+    pub max_connections_per_network: usize,
+    /// Connections at once from one IPv6 /48 (a site's usual assignment,
+    /// RFC 6177 3): an attacker with a /48 has 65,536 /64s.
+    pub max_connections_per_ipv6_48: usize,
+    /// Once this share of `max_connections` (percent) is taken, the node
+    /// is nearly full and a network gets at most
+    /// `max_connections_per_network_busy` connections: the last free slots
+    /// go to networks not yet present.
+    pub busy_percent: u32,
+    pub max_connections_per_network_busy: usize,
+    /// Seconds a whole command line may take to arrive, counted from the
+    /// moment the node waits for it (a client trickling a byte every few
+    /// seconds is not "active"). RFC 5321 4.5.3.2.7 asks a server to wait
+    /// at least 5 minutes for a command; RFC 1939 3 sets the POP3 autologout
+    /// timer at 10 minutes at least.
     pub smtp_idle_timeout_secs: u64,
     pub pop3_idle_timeout_secs: u64,
     /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5
     /// suggests 3 minutes for the client side; the server waits as long).
     pub data_timeout_secs: u64,
+    /// The whole message data must arrive at `data_min_rate` bytes per
+    /// second at least, after the first `data_grace_secs` seconds of DATA:
+    /// at any moment, the bytes received must be at least the rate times
+    /// the time since DATA began minus the grace. Without it a client sending
+    /// a byte per data block timeout holds its session for ever. 500 bytes
+    /// per second is Postfix's smtpd_min_data_rate.
+    pub data_min_rate: u64,
+    pub data_grace_secs: u64,
+    /// Bytes of message data all sessions together keep in memory before
+    /// they spill to their spool files. Past it, every session writes its
+    /// data to the spool file as it comes (writes are cheap; the fsync is at
+    /// the end, as always), so memory stays bounded whatever the number of
+    /// sessions stalled in DATA.
+    pub message_memory_total: usize,
+    /// Bytes of message data one session keeps in memory before it spills.
+    pub message_memory_per_session: usize,
     /// Delay after the first failed authentication; it doubles with each
     /// further failure from the same address, up to `auth_fail_delay_max_ms`.
     pub auth_fail_delay_ms: u64,
@@ -65,9 +102,17 @@ impl Default for Limits {
             max_recipients: 100,
             max_connections: 1024,
             max_connections_per_ip: 64,
+            max_connections_per_network: 128,
+            max_connections_per_ipv6_48: 256,
+            busy_percent: 75,
+            max_connections_per_network_busy: 16,
             smtp_idle_timeout_secs: 300,
             pop3_idle_timeout_secs: 600,
             data_timeout_secs: 180,
+            data_min_rate: 500,
+            data_grace_secs: 180,
+            message_memory_total: 32 * 1024 * 1024,
+            message_memory_per_session: 64 * 1024,
             auth_fail_delay_ms: 1000,
             auth_fail_delay_max_ms: 16_000,
             max_auth_failures: 3,
@@ -104,6 +149,19 @@ impl Limits {
     pub fn data_timeout(&self) -> Duration {
         Duration::from_secs(self.data_timeout_secs)
     }
+    pub fn data_grace(&self) -> Duration {
+        Duration::from_secs(self.data_grace_secs)
+    }
+
+    /// How many connections one network may hold, given `total` taken now.
+    pub fn network_cap(&self, total: usize) -> usize {
+        let busy = self.max_connections.saturating_mul(self.busy_percent as usize) / 100;
+        if total >= busy {
+            self.max_connections_per_network.min(self.max_connections_per_network_busy)
+        } else {
+            self.max_connections_per_network
+        }
+    }
 
     pub fn validate(&self) -> Result<(), String> {
         if self.max_line < proto::smtp::MIN_COMMAND_LINE {
@@ -112,8 +170,20 @@ impl Limits {
         if self.max_recipients < 1 {
             return Err("max_recipients must be at least 1".into());
         }
-        if self.max_connections < 1 || self.max_connections_per_ip < 1 {
+        if self.max_connections < 1 || self.max_connections_per_ip < 1 || self.max_connections_per_network < 1 || self.max_connections_per_ipv6_48 < 1 || self.max_connections_per_network_busy < 1 {
             return Err("connection limits must be at least 1".into());
+        }
+        if !(1..=100).contains(&self.busy_percent) {
+            return Err("busy_percent must be 1 to 100".into());
+        }
+        if self.smtp_idle_timeout_secs < 1 || self.pop3_idle_timeout_secs < 1 || self.data_timeout_secs < 1 {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        if self.data_min_rate < 1 {
+            return Err("data_min_rate must be at least 1 byte per second".into());
+        }
+        if self.message_memory_per_session < MIN_MESSAGE_MEMORY || self.message_memory_total < self.message_memory_per_session {
+            return Err(format!("message_memory_per_session must be at least {MIN_MESSAGE_MEMORY} and message_memory_total at least message_memory_per_session"));
         }
         if self.max_concurrent_auth < 1 {
             return Err("max_concurrent_auth must be at least 1".into());
@@ -319,5 +389,17 @@ mod tests {
         assert_eq!(node.effective(&size), SessionLimits { max_message_size: 2_000_000, max_recipients: 150 });
         let rcpts = store::ClusterLimits { max_message_size: None, max_recipients: Some(500) };
         assert_eq!(node.effective(&rcpts), SessionLimits { max_message_size: 1_000_000, max_recipients: 500 });
+    }
+
+    #[test]
+    fn the_network_cap_tightens_when_the_node_is_nearly_full() {
+        let l = Limits { max_connections: 100, max_connections_per_network: 40, max_connections_per_network_busy: 10, busy_percent: 75, ..Limits::default() };
+        assert_eq!(l.network_cap(0), 40);
+        assert_eq!(l.network_cap(74), 40);
+        assert_eq!(l.network_cap(75), 10);
+        assert!(l.validate().is_ok());
+        assert!(Limits { busy_percent: 0, ..l.clone() }.validate().is_err());
+        assert!(Limits { message_memory_total: 1000, ..l.clone() }.validate().is_err());
+        assert!(Limits { data_min_rate: 0, ..l }.validate().is_err());
     }
 }

@@ -14,15 +14,23 @@ pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// How much is read from the socket at once.
-const READ_CHUNK: usize = 16 * 1024;
+pub const READ_CHUNK: usize = 16 * 1024;
+/// How much is read at once while waiting for a new command: an idle
+/// session holds this much read buffer, not `READ_CHUNK` (most command
+/// lines are far shorter; a longer one or a pipelined batch is read on
+/// with `READ_CHUNK`).
+const IDLE_READ: usize = 512;
 /// Replies are flushed once this much is buffered, even mid-pipeline.
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Write buffer capacity kept after a flush; a larger one (a RETR, a long
+/// listing) is given back, so an idle session does not keep it.
+const WRITE_KEEP: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnError {
     #[error("the client closed the connection")]
     Closed,
-    #[error("the client was idle too long")]
+    #[error("the client was idle or slow too long")]
     Timeout,
     #[error("line longer than {0} bytes")]
     LineTooLong(usize),
@@ -46,7 +54,12 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: Box<dyn Stream>, tls: bool, shutdown: watch::Receiver<bool>, write_timeout: Duration) -> Conn {
-        Conn { stream, rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::with_capacity(1024), tls, shutdown, write_timeout }
+        Conn { stream, rbuf: Vec::new(), rpos: 0, wbuf: Vec::new(), tls, shutdown, write_timeout }
+    }
+
+    /// Buffer capacity held now (read and write), for tests and estimates.
+    pub fn buffer_capacity(&self) -> usize {
+        self.rbuf.capacity() + self.wbuf.capacity()
     }
 
     /// Bytes received and not yet consumed.
@@ -66,14 +79,19 @@ impl Conn {
     /// first: a client that pipelines waits for them (RFC 2920 3.2 lets a
     /// server batch replies only while more commands are already waiting).
     pub async fn fill(&mut self, timeout: Duration) -> Result<usize, ConnError> {
+        self.fill_until(tokio::time::Instant::now() + timeout, READ_CHUNK).await
+    }
+
+    /// Reads up to `want` more bytes, giving up at `deadline`.
+    async fn fill_until(&mut self, deadline: tokio::time::Instant, want: usize) -> Result<usize, ConnError> {
         self.flush().await?;
         if self.rpos > 0 && self.rpos * 2 > self.rbuf.capacity() {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
         let old = self.rbuf.len();
-        self.rbuf.resize(old + READ_CHUNK, 0);
-        let r = tokio::time::timeout(timeout, self.stream.read(&mut self.rbuf[old..])).await;
+        self.rbuf.resize(old + want, 0);
+        let r = tokio::time::timeout_at(deadline, self.stream.read(&mut self.rbuf[old..])).await;
         let n = match r {
             Err(_) => {
                 self.rbuf.truncate(old);
@@ -93,9 +111,13 @@ impl Conn {
     }
 
     /// Reads the next command line (without its line end), at most `max`
-    /// bytes including the line end. While waiting for a new command the
-    /// session gives way to a server shutdown.
-    pub async fn read_line(&mut self, max: usize, timeout: Duration) -> Result<Vec<u8>, ConnError> {
+    /// bytes including the line end. The whole line must arrive within
+    /// `limit` of the call, however the client spreads it out: a timeout per
+    /// read would let a client sending a byte now and then hold its session
+    /// for ever. While waiting for a new command the session gives way to a
+    /// server shutdown, and holds no more buffer than it needs.
+    pub async fn read_line(&mut self, max: usize, limit: Duration) -> Result<Vec<u8>, ConnError> {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             match find_line(self.buffered(), max) {
                 LineStatus::Complete { content, total } => {
@@ -111,8 +133,15 @@ impl Conn {
             }
             let mut shutdown = self.shutdown.clone();
             let idle = self.buffered().is_empty();
+            if idle {
+                // Nothing pending: the buffer of a long line or a message
+                // goes back, so a waiting session holds IDLE_READ only.
+                self.rbuf = Vec::new();
+                self.rpos = 0;
+            }
+            let want = if idle { IDLE_READ } else { READ_CHUNK };
             tokio::select! {
-                r = self.fill(timeout) => { r?; }
+                r = self.fill_until(deadline, want) => { r?; }
                 _ = shutdown.changed(), if idle => return Err(ConnError::Shutdown),
             }
         }
@@ -142,6 +171,7 @@ impl Conn {
                 Err(_) => return Err(ConnError::Timeout),
             }
             self.wbuf.clear();
+            self.wbuf.shrink_to(WRITE_KEEP);
         }
         Ok(())
     }
@@ -156,7 +186,7 @@ impl Conn {
     pub async fn start_tls(mut self, acceptor: &tokio_rustls::TlsAcceptor) -> Result<Conn, ConnError> {
         self.flush().await?;
         let tls = acceptor.accept(self.stream).await?;
-        Ok(Conn { stream: Box::new(tls), rbuf: Vec::with_capacity(READ_CHUNK), rpos: 0, wbuf: Vec::new(), tls: true, shutdown: self.shutdown, write_timeout: self.write_timeout })
+        Ok(Conn { stream: Box::new(tls), rbuf: Vec::new(), rpos: 0, wbuf: Vec::new(), tls: true, shutdown: self.shutdown, write_timeout: self.write_timeout })
     }
 
     pub async fn close(mut self) {
@@ -167,3 +197,72 @@ impl Conn {
 
 /// Shared read-only TLS settings.
 pub type Acceptor = Arc<tokio_rustls::TlsAcceptor>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(stream: tokio::io::DuplexStream) -> (Conn, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        (Conn::new(Box::new(stream), false, rx, Duration::from_secs(5)), tx)
+    }
+
+    #[tokio::test]
+    async fn a_line_trickled_in_misses_its_deadline() {
+        let (client, server) = tokio::io::duplex(1024);
+        let (mut c, _tx) = conn(server);
+        let trickle = tokio::spawn(async move {
+            let mut client = client;
+            for b in b"NOOP and more and more\r\n" {
+                if client.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        // A byte every 100 ms, the whole line in 2.4 s: longer than its 1 s.
+        let t0 = tokio::time::Instant::now();
+        let r = c.read_line(512, Duration::from_secs(1)).await;
+        assert!(matches!(r, Err(ConnError::Timeout)), "{r:?}");
+        assert!(t0.elapsed() >= Duration::from_secs(1));
+        drop(c);
+        let _ = trickle.await;
+    }
+
+    #[tokio::test]
+    async fn lines_that_come_in_time_are_read() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let (mut c, _tx) = conn(server);
+        client.write_all(b"NO").await.unwrap();
+        let line = async { c.read_line(512, Duration::from_secs(10)).await };
+        let send = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            client.write_all(b"OP\r\n").await.unwrap();
+        };
+        let (line, ()) = tokio::join!(line, send);
+        assert_eq!(line.unwrap(), b"NOOP");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_gives_its_buffers_back() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (mut c, _tx) = conn(server);
+        let long = format!("{}\r\n", "x".repeat(12_000));
+        client.write_all(long.as_bytes()).await.unwrap();
+        assert_eq!(c.read_line(16 * 1024, Duration::from_secs(5)).await.unwrap().len(), 12_000);
+        assert!(c.buffer_capacity() >= 12_000);
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 100_000];
+            client.read_exact(&mut sink).await.unwrap();
+            client
+        });
+        c.queue(&vec![b'r'; 100_000]);
+        c.flush().await.unwrap();
+        let _client = reader.await.unwrap();
+        // The next wait for a command: the old buffers are gone.
+        let r = c.read_line(16 * 1024, Duration::from_millis(300)).await;
+        assert!(matches!(r, Err(ConnError::Timeout)), "{r:?}");
+        let cap = c.buffer_capacity();
+        assert!(cap <= IDLE_READ + WRITE_KEEP, "{cap} bytes kept by an idle session");
+    }
+}

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod date;
+pub mod memory;
 pub mod outbound;
 pub mod pop3;
 pub mod server;

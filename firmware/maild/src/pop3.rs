@@ -18,10 +18,16 @@ use crate::server::Shared;
 const MAX_BAD_COMMANDS: u32 = 20;
 /// RFC 5034 4: SASL responses may be long; bound them anyway.
 const MAX_AUTH_LINE: usize = 12288 + 2;
-/// Bytes read from a message file at once while sending it.
-const READ_CHUNK: usize = 64 * 1024;
-/// Messages up to this size are read whole; larger ones are streamed.
-const WHOLE_READ_MAX: u64 = 1024 * 1024;
+/// Bytes read from a message file at once while sending it: with the
+/// dot-stuffed copy and the reply buffer, what a session sending a message
+/// holds is a small multiple of this, whatever the message's size.
+const READ_CHUNK: usize = 16 * 1024;
+/// Messages up to this size are read whole (one trip to the blocking pool,
+/// most mail); larger ones are streamed in `READ_CHUNK` pieces.
+const WHOLE_READ_MAX: u64 = 64 * 1024;
+/// A LIST or UIDL of the whole maildrop goes out in pieces of about this
+/// size, so a maildrop of many thousand messages is never one string.
+const LISTING_PIECE: usize = 16 * 1024;
 
 enum Flow {
     Continue,
@@ -109,8 +115,9 @@ impl Session {
                     let _ = self.err("[SYS/TEMP] server shutting down").await;
                     break;
                 }
-                // RFC 1939 3: the autologout timer closes the session
-                // without entering the UPDATE state.
+                // RFC 1939 3: the autologout timer (10 minutes at least,
+                // for the whole command line however it is spread out)
+                // closes the session without entering the UPDATE state.
                 Err(_) => break,
             };
             match self.dispatch(&line).await {
@@ -347,16 +354,19 @@ impl Session {
                 }
             }
             Command::List(None) | Command::Uidl(None) => {
+                use std::fmt::Write;
                 let uidl = matches!(cmd, Command::Uidl(_));
-                let md = self.drop_.as_ref().expect("transaction state");
+                let n = self.drop_.as_ref().expect("transaction state").messages.len();
                 let mut s = String::from("+OK\r\n");
-                for (i, (m, d)) in md.messages.iter().zip(&md.deleted).enumerate() {
-                    if !*d {
-                        if uidl {
-                            s.push_str(&format!("{} {}\r\n", i + 1, m.uid));
-                        } else {
-                            s.push_str(&format!("{} {}\r\n", i + 1, m.size));
-                        }
+                for i in 0..n {
+                    let md = self.drop_.as_ref().expect("transaction state");
+                    if !md.deleted[i] {
+                        let m = &md.messages[i];
+                        let _ = if uidl { write!(s, "{} {}\r\n", i + 1, m.uid) } else { write!(s, "{} {}\r\n", i + 1, m.size) };
+                    }
+                    if s.len() >= LISTING_PIECE {
+                        self.conn().send(s.as_bytes()).await?;
+                        s.clear();
                     }
                 }
                 s.push_str(".\r\n");

@@ -1,10 +1,11 @@
 //! The node: listeners, connection limits, sessions, graceful shutdown.
 //!
 //! One accept loop per listening address (mini-redis' `Listener`), each
-//! connection its own task. Connections are limited in total and per client
-//! address; a connection over a limit is told so (421 / -ERR) and closed at
-//! once, without waiting, so a flood of idle connections never stops the
-//! accept loop or a new client elsewhere.
+//! connection its own task. Connections are limited in total, per client
+//! address, per network (IPv4 /24, IPv6 /64 and /48), and more tightly per
+//! network once the node is nearly full; a connection over a limit is told
+//! so (421 / -ERR) and closed at once, without waiting, so a flood of idle
+//! connections never stops the accept loop or a new client elsewhere.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -107,31 +108,120 @@ pub struct Shared {
     pub verifier: Option<mailauth::Verifier>,
     /// Messages in and out per minute, written to `<store>/stats/<node>`.
     pub stats: StatsRecorder,
+    /// Message data held in memory by all sessions together.
+    pub message_memory: Arc<crate::memory::MemoryBudget>,
     counts: Mutex<ConnCounts>,
 }
 
+/// What connections are counted by: the client's address and the
+/// networks it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Origin {
+    Ip(IpAddr),
+    /// An IPv4 /24 (its first three octets).
+    V4Net([u8; 3]),
+    /// An IPv6 /64 (its first 64 bits).
+    V6Net(u64),
+    /// An IPv6 /48.
+    V6Site(u64),
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Total,
+    Address,
+    Network,
+    Site,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Total => "all connection slots taken",
+            Refusal::Address => "connection limit of the client address reached",
+            Refusal::Network => "connection limit of the client network reached",
+            Refusal::Site => "connection limit of the client IPv6 /48 reached",
+        })
+    }
+}
+
+/// The origins `ip` is counted under: its address, then its network (/24
+/// or /64), then for IPv6 its /48. IPv4-mapped IPv6 addresses (a dual-stack
+/// listener) count as the IPv4 address they are.
+fn origins(ip: IpAddr) -> [Option<Origin>; 3] {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [Some(Origin::Ip(IpAddr::V4(v4))), Some(Origin::V4Net([o[0], o[1], o[2]])), None]
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            [Some(Origin::Ip(IpAddr::V6(v6))), Some(Origin::V6Net((bits >> 64) as u64)), Some(Origin::V6Site((bits >> 80) as u64))]
+        }
+    }
+}
+
+/// Connections now, in total and per origin; an origin with none is not
+/// kept, so the table is as large as the connections at most.
 #[derive(Default)]
 struct ConnCounts {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
+    per_origin: HashMap<Origin, usize>,
+}
+
+impl ConnCounts {
+    fn count(&self, o: &Origin) -> usize {
+        self.per_origin.get(o).copied().unwrap_or(0)
+    }
+
+    /// Takes a place for `ip` within `limits`, or says which limit stops it.
+    fn take(&mut self, ip: IpAddr, limits: &crate::config::Limits) -> Result<[Option<Origin>; 3], Refusal> {
+        if self.total >= limits.max_connections {
+            return Err(Refusal::Total);
+        }
+        let keys = origins(ip);
+        let network_cap = limits.network_cap(self.total);
+        for o in keys.iter().flatten() {
+            let (cap, why) = match o {
+                Origin::Ip(_) => (limits.max_connections_per_ip, Refusal::Address),
+                Origin::V4Net(_) | Origin::V6Net(_) => (network_cap, Refusal::Network),
+                Origin::V6Site(_) => (limits.max_connections_per_ipv6_48, Refusal::Site),
+            };
+            if self.count(o) >= cap {
+                return Err(why);
+            }
+        }
+        self.total += 1;
+        for o in keys.iter().flatten() {
+            *self.per_origin.entry(*o).or_insert(0) += 1;
+        }
+        Ok(keys)
+    }
+
+    fn give_back(&mut self, keys: &[Option<Origin>; 3]) {
+        self.total -= 1;
+        for o in keys.iter().flatten() {
+            if let Some(n) = self.per_origin.get_mut(o) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_origin.remove(o);
+                }
+            }
+        }
+    }
 }
 
 /// Holds a connection's place in the counts; gives it back on drop.
 struct ConnSlot {
     shared: Arc<Shared>,
-    ip: IpAddr,
+    keys: [Option<Origin>; 3],
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
         if let Ok(mut c) = self.shared.counts.lock() {
-            c.total -= 1;
-            if let Some(n) = c.per_ip.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    c.per_ip.remove(&self.ip);
-                }
-            }
+            c.give_back(&self.keys);
         }
     }
 }
@@ -171,15 +261,10 @@ impl Shared {
         }
     }
 
-    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
-        let mut c = self.counts.lock().ok()?;
-        let limits = &self.config.limits;
-        if c.total >= limits.max_connections || c.per_ip.get(&ip).copied().unwrap_or(0) >= limits.max_connections_per_ip {
-            return None;
-        }
-        c.total += 1;
-        *c.per_ip.entry(ip).or_insert(0) += 1;
-        Some(ConnSlot { shared: self.clone(), ip })
+    fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
+        let mut c = self.counts.lock().map_err(|_| Refusal::Total)?;
+        let keys = c.take(ip, &self.config.limits)?;
+        Ok(ConnSlot { shared: self.clone(), keys })
     }
 }
 
@@ -263,7 +348,8 @@ impl Node {
         } else {
             None
         };
-        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
+        let message_memory = config.limits.message_memory_total;
+        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
 
@@ -485,21 +571,24 @@ async fn announce(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 
 fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, done: mpsc::Sender<()>) {
     let _ = sock.set_nodelay(true);
-    let Some(slot) = shared.take_slot(peer.ip()) else {
-        tracing::warn!(%peer, %service, "connection limit reached; refusing");
-        let refusal: &'static [u8] = if service.is_pop3() {
-            // RFC 3206 4: a temporary condition of the server.
-            b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
-        } else {
-            // RFC 5321 3.8, 4.2.3: 421 closes the transmission channel.
-            b"421 4.7.0 Too many connections, try again later\r\n"
-        };
-        tokio::spawn(async move {
-            if !service.implicit_tls() {
-                let _ = tokio::time::timeout(REFUSAL_TIMEOUT, sock.write_all(refusal)).await;
-            }
-        });
-        return;
+    let slot = match shared.take_slot(peer.ip()) {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::warn!(%peer, %service, reason = %why, "connection limit reached; refusing");
+            let refusal: &'static [u8] = if service.is_pop3() {
+                // RFC 3206 4: a temporary condition of the server.
+                b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+            } else {
+                // RFC 5321 3.8, 4.2.3: 421 closes the transmission channel.
+                b"421 4.7.0 Too many connections, try again later\r\n"
+            };
+            tokio::spawn(async move {
+                if !service.implicit_tls() {
+                    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, sock.write_all(refusal)).await;
+                }
+            });
+            return;
+        }
     };
     let shared = shared.clone();
     let write_timeout = if service.is_pop3() { shared.config.limits.pop3_idle() } else { shared.config.limits.smtp_idle() };
@@ -524,4 +613,62 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
             smtp::Session::new(shared, conn, peer, service).run().await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn slots_are_capped_per_address_and_network() {
+        let l = Limits { max_connections: 20, max_connections_per_ip: 3, max_connections_per_network: 5, max_connections_per_ipv6_48: 7, busy_percent: 100, ..Limits::default() };
+        let mut c = ConnCounts::default();
+        for _ in 0..3 {
+            assert!(c.take(ip("192.0.2.1"), &l).is_ok());
+        }
+        assert_eq!(c.take(ip("192.0.2.1"), &l), Err(Refusal::Address));
+        assert!(c.take(ip("192.0.2.2"), &l).is_ok());
+        assert!(c.take(ip("192.0.2.3"), &l).is_ok());
+        assert_eq!(c.take(ip("192.0.2.4"), &l), Err(Refusal::Network));
+        // A mapped address is the IPv4 address it carries.
+        assert_eq!(c.take(ip("::ffff:192.0.2.5"), &l), Err(Refusal::Network));
+        assert!(c.take(ip("198.51.100.1"), &l).is_ok());
+        // IPv6: per /64, and per /48 across its /64s.
+        for i in 0..5 {
+            assert!(c.take(ip(&format!("2001:db8:0:1::{i}")), &l).is_ok());
+        }
+        assert_eq!(c.take(ip("2001:db8:0:1::ff"), &l), Err(Refusal::Network));
+        assert!(c.take(ip("2001:db8:0:2::1"), &l).is_ok());
+        assert!(c.take(ip("2001:db8:0:3::1"), &l).is_ok());
+        assert_eq!(c.take(ip("2001:db8:0:4::1"), &l), Err(Refusal::Site));
+        assert!(c.take(ip("2001:db8:1::1"), &l).is_ok());
+        // Given back, a place is free again, and empty entries go.
+        let keys = origins(ip("192.0.2.1"));
+        c.give_back(&keys);
+        assert!(c.take(ip("192.0.2.9"), &l).is_ok());
+        assert_eq!(c.total, 14);
+    }
+
+    #[test]
+    fn a_nearly_full_node_keeps_its_last_slots_for_new_networks() {
+        let l = Limits { max_connections: 8, max_connections_per_ip: 8, max_connections_per_network: 8, max_connections_per_network_busy: 2, busy_percent: 50, ..Limits::default() };
+        let mut c = ConnCounts::default();
+        for _ in 0..4 {
+            assert!(c.take(ip("192.0.2.1"), &l).is_ok());
+        }
+        // Half full: the heavy network gets no more, others up to 2 each.
+        assert_eq!(c.take(ip("192.0.2.1"), &l), Err(Refusal::Network));
+        assert!(c.take(ip("198.51.100.1"), &l).is_ok());
+        assert!(c.take(ip("198.51.100.2"), &l).is_ok());
+        assert_eq!(c.take(ip("198.51.100.3"), &l), Err(Refusal::Network));
+        assert!(c.take(ip("203.0.113.1"), &l).is_ok());
+        assert!(c.take(ip("203.0.113.1"), &l).is_ok());
+        assert_eq!(c.take(ip("100.64.0.1"), &l), Err(Refusal::Total));
+        assert!(c.per_origin.len() <= 2 * c.total);
+    }
 }

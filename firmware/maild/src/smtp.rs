@@ -12,19 +12,25 @@ use store::{Address, Envelope, Spool, Store};
 
 use crate::config::SessionLimits;
 use crate::conn::{Conn, ConnError};
+use crate::memory::MemoryBudget;
 use crate::server::{Service, Shared};
 
 /// Bad commands tolerated in one session before it is closed (Postfix's
 /// smtpd_hard_error_limit has the same purpose): a peer sending binary
 /// garbage is cut off rather than answered forever.
 const MAX_BAD_COMMANDS: u32 = 20;
+/// Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP) tolerated
+/// between two accepted messages, as Postfix's smtpd_junk_command_limit:
+/// each resets the command deadline, so without a bound a client could
+/// hold its slot for ever with one NOOP every few minutes.
+const MAX_JUNK_COMMANDS: u32 = 100;
 /// RFC 4954 4: a server must accept SASL responses of at least 12288 octets.
 const MAX_AUTH_LINE: usize = 12288 + 2;
-/// Message data is kept in memory up to this size and written to the spool
-/// file in pieces of this size after that.
-const SPILL_SIZE: usize = 256 * 1024;
-/// Output buffer of the DATA decoder.
-const DECODE_CHUNK: usize = 64 * 1024;
+/// Output buffer of the DATA decoder: one read's worth (the decoder never
+/// writes more than it reads).
+const DECODE_CHUNK: usize = crate::conn::READ_CHUNK;
+/// The smallest step by which a message buffer grows.
+const BODY_STEP: usize = 4096;
 
 struct Transaction {
     /// The reverse-path as given (empty for `<>`).
@@ -44,6 +50,7 @@ pub struct Session {
     user: Option<Address>,
     auth_failures: u32,
     bad_commands: u32,
+    junk_commands: u32,
     tx: Option<Transaction>,
     /// Message size and recipient limits, taken at the start and again at
     /// each EHLO/HELO, so that what EHLO advertised is what is enforced
@@ -59,7 +66,7 @@ enum Flow {
 impl Session {
     pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr, service: Service) -> Session {
         let limits = shared.session_limits();
-        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, tx: None, limits }
+        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, junk_commands: 0, tx: None, limits }
     }
 
     fn conn(&mut self) -> &mut Conn {
@@ -100,8 +107,10 @@ impl Session {
                     break;
                 }
                 Err(ConnError::Timeout) => {
-                    // RFC 5321 4.5.3.2.7; 421 closes the channel (3.8).
-                    let _ = self.reply(421, "4.4.2", "Idle timeout, closing connection").await;
+                    // RFC 5321 4.5.3.2.7: the command deadline (5 minutes
+                    // at least, for the whole line); 421 closes the channel
+                    // (3.8).
+                    let _ = self.reply(421, "4.4.2", "Timeout waiting for a command, closing connection").await;
                     break;
                 }
                 Err(ConnError::Shutdown) => {
@@ -147,6 +156,13 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        if matches!(cmd, Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Expn(_) | Command::Help) {
+            self.junk_commands += 1;
+            if self.junk_commands > MAX_JUNK_COMMANDS {
+                self.reply(421, "4.7.0", "Too many commands without mail, closing connection").await?;
+                return Ok(Flow::Close);
+            }
+        }
         match cmd {
             Command::Ehlo(domain) => self.ehlo(domain, true).await?,
             Command::Helo(domain) => self.ehlo(domain, false).await?,
@@ -346,7 +362,8 @@ impl Session {
             Some(_) => {}
         }
         let tx = self.tx.take().expect("checked above");
-        let mut body = match Body::begin(self.shared.store.clone(), self.shared.config.node.clone()).await {
+        let memory = BodyMemory { budget: self.shared.message_memory.clone(), per_session: self.shared.config.limits.message_memory_per_session };
+        let mut body = match Body::begin(self.shared.store.clone(), self.shared.config.node.clone(), memory).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(error = %e, "cannot spool a message");
@@ -361,7 +378,10 @@ impl Session {
         // RFC 5321 4.1.1.4: 354, then the data up to <CRLF>.<CRLF>.
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>").await?;
         let max = self.limits.max_message_size;
-        let timeout = self.shared.config.limits.data_timeout();
+        let limits = &self.shared.config.limits;
+        let (block_timeout, grace, min_rate) = (limits.data_timeout(), limits.data_grace(), limits.data_min_rate.max(1));
+        let started = tokio::time::Instant::now();
+        let mut received: u64 = 0;
         let mut dec = DataDecoder::new();
         let mut out = vec![0u8; DECODE_CHUNK];
         let mut size: u64 = 0;
@@ -369,7 +389,22 @@ impl Session {
         loop {
             let conn = self.conn.as_mut().expect("a session always has its connection");
             if conn.buffered().is_empty() {
-                conn.fill(timeout).await?;
+                // RFC 5321 4.5.3.2.5: each data block within the block
+                // timeout (3 minutes), and the data as a whole at
+                // `data_min_rate` once the grace period is over: the
+                // deadline moves on by one second per `min_rate` bytes.
+                let due = started + grace + Duration::from_secs_f64(received as f64 / min_rate as f64);
+                let wait = block_timeout.min(due.saturating_duration_since(tokio::time::Instant::now()));
+                match conn.fill(wait).await {
+                    Ok(n) => received += n as u64,
+                    Err(ConnError::Timeout) => {
+                        tracing::info!(peer = %self.peer, received, "message data too slow; closing");
+                        // RFC 5321 3.8: 421 and close; nothing is stored.
+                        self.reply(421, "4.4.2", "Timeout: message data too slow, closing connection").await?;
+                        return Ok(Flow::Close);
+                    }
+                    Err(e) => return Err(e),
+                }
                 continue;
             }
             let p = dec.decode(conn.buffered(), &mut out);
@@ -430,6 +465,7 @@ impl Session {
                     if !tx.remote.is_empty() {
                         self.shared.queue_notify.notify_one();
                     }
+                    self.junk_commands = 0;
                     self.reply(250, "2.0.0", &format!("OK: queued as {name}")).await?;
                 }
                 Err(e) => {
@@ -638,14 +674,25 @@ fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str, r
     Ok(new)
 }
 
-/// A message body on its way to the store: in memory while small, in the
-/// spool file once large. Store I/O runs on the blocking pool.
+/// Where a message body may keep data in memory: up to `per_session`
+/// bytes, and only as long as the node-wide budget has them.
+struct BodyMemory {
+    budget: Arc<MemoryBudget>,
+    per_session: usize,
+}
+
+/// A message body on its way to the store: in memory while small and while
+/// the node's memory budget allows, in the spool file otherwise. Store I/O
+/// runs on the blocking pool.
 struct Body {
     store: Arc<Store>,
     node: String,
     spool: Option<Spool>,
     name: String,
     mem: Vec<u8>,
+    memory: BodyMemory,
+    /// Bytes of `memory.budget` taken for `mem`.
+    reserved: usize,
     /// Bytes already written to the spool file.
     spilled: u64,
     /// Where our trace headers end and the client's message begins.
@@ -657,11 +704,11 @@ struct Body {
 }
 
 impl Body {
-    async fn begin(store: Arc<Store>, node: String) -> Result<Body, String> {
+    async fn begin(store: Arc<Store>, node: String, memory: BodyMemory) -> Result<Body, String> {
         let (s, n) = (store.clone(), node.clone());
         let spool = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || s.spool(&n)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
         let name = spool.name().to_string();
-        Ok(Body { store, node, spool: Some(spool), name, mem: Vec::with_capacity(16 * 1024), spilled: 0, trace_len: 0, late_header: None, error: None })
+        Ok(Body { store, node, spool: Some(spool), name, mem: Vec::new(), memory, reserved: 0, spilled: 0, trace_len: 0, late_header: None, error: None })
     }
 
     /// The message as the client sent it (without our trace headers), for
@@ -704,25 +751,56 @@ impl Body {
         if self.error.is_some() {
             return;
         }
+        let need = self.mem.len() + data.len();
+        let fits = need <= self.reserved || self.grow(need);
         self.mem.extend_from_slice(data);
-        if self.mem.len() >= SPILL_SIZE {
+        if !fits {
+            // Over this session's share or the node's budget: to the spool
+            // file at once (a write; the fsync comes with the commit).
             self.spill().await;
         }
     }
 
+    /// Takes budget for a buffer of at least `need` bytes (doubling, within
+    /// the session's share); false if there is none.
+    fn grow(&mut self, need: usize) -> bool {
+        let cap = self.memory.per_session;
+        if need > cap {
+            return false;
+        }
+        let want = need.max(self.reserved * 2).max(BODY_STEP).min(cap);
+        if !self.memory.budget.try_take(want - self.reserved) {
+            return false;
+        }
+        self.mem.reserve_exact(want - self.mem.len());
+        self.reserved = want;
+        true
+    }
+
+    /// Gives the buffer and its budget back.
+    fn release(&mut self) {
+        self.mem = Vec::new();
+        self.memory.budget.give(std::mem::take(&mut self.reserved));
+    }
+
+    /// Writes what is in memory to the spool file and frees the buffer.
     async fn spill(&mut self) {
-        let (Some(mut spool), mem) = (self.spool.take(), std::mem::take(&mut self.mem)) else { return };
+        let Some(mut spool) = self.spool.take() else {
+            self.release();
+            self.error.get_or_insert_with(|| "spool lost".into());
+            return;
+        };
+        let mem = std::mem::take(&mut self.mem);
         let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let r = spool.write_all(&mem);
-            (spool, mem, r)
+            (spool, mem.len(), r)
         })
         .await;
+        self.release();
         match r {
-            Ok((spool, mut mem, res)) => {
+            Ok((spool, n, res)) => {
                 self.spool = Some(spool);
-                self.spilled += mem.len() as u64;
-                mem.clear();
-                self.mem = mem;
+                self.spilled += n as u64;
                 if let Err(e) = res {
                     self.error = Some(e.to_string());
                 }
@@ -732,6 +810,7 @@ impl Body {
     }
 
     async fn commit(mut self, local: Vec<Address>, queue: Option<Envelope>) -> Result<(), String> {
+        // The budget stays taken until the last byte is written (Drop).
         if let Some(e) = self.error.take() {
             return Err(e);
         }
@@ -751,5 +830,64 @@ impl Body {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body(store: &Arc<Store>, budget: &Arc<MemoryBudget>, per_session: usize) -> Body {
+        Body::begin(store.clone(), "node1".into(), BodyMemory { budget: budget.clone(), per_session }).await.expect("spool")
+    }
+
+    #[tokio::test]
+    async fn message_memory_is_bounded_per_session_and_per_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::init(&dir.path().join("store"), "example.test", None).unwrap());
+        let budget = Arc::new(MemoryBudget::new(100 * 1024));
+        let chunk = vec![b'x'; 10 * 1024];
+
+        // One session: in memory up to its share (64 KiB), then spilled.
+        let mut a = body(&store, &budget, 64 * 1024).await;
+        for _ in 0..6 {
+            a.push(&chunk).await;
+        }
+        assert_eq!(a.spilled, 0);
+        assert!(a.mem.capacity() <= 64 * 1024 && budget.used() == a.reserved);
+        a.push(&chunk).await;
+        assert_eq!(a.spilled, 70 * 1024, "past its share the session writes to the spool");
+        assert_eq!(a.reserved, 0);
+
+        // Sessions together: once the node's budget is taken, the next
+        // session writes every piece at once.
+        let mut b = body(&store, &budget, 64 * 1024).await;
+        let mut c = body(&store, &budget, 64 * 1024).await;
+        for _ in 0..6 {
+            b.push(&chunk).await;
+        }
+        assert_eq!(b.spilled, 0);
+        for _ in 0..6 {
+            c.push(&chunk).await;
+        }
+        assert!(budget.used() <= budget.limit(), "{} of {}", budget.used(), budget.limit());
+        assert!(c.spilled >= 20 * 1024, "the budget did not make the session spill: {}", c.spilled);
+        assert_eq!(c.spilled as usize + c.mem.len(), 60 * 1024);
+        let on_disk = std::fs::metadata(store.spool_dir("node1").join(c.name())).unwrap().len();
+        assert_eq!(on_disk, c.spilled);
+
+        // What a session frees is free for others.
+        drop(b);
+        let mut d = body(&store, &budget, 64 * 1024).await;
+        d.push(&chunk).await;
+        assert_eq!(d.spilled, 0);
+        drop((a, c, d));
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -181,20 +181,20 @@ fn dkim(cmd: DkimCmd) -> anyhow::Result<()> {
                 bail!("{domain} is not one of this store's domains ({})", s.settings().domains.join(", "));
             }
             let alg: mailauth::Algorithm = algorithm.parse()?;
-            let k = mailauth::keygen(s.root(), &domain.to_lowercase(), &selector, alg)?;
+            let k = mailauth::keygen(s.root(), &store::address::normalize_domain(&domain), &selector, alg)?;
             println!("publish this TXT record in the zone of {domain}:");
             print(&k);
         }
         DkimCmd::Show { store, domain } => {
             let s = Store::open(&store.store)?;
-            match mailauth::txt_record(s.root(), &domain.to_lowercase())? {
+            match mailauth::txt_record(s.root(), &store::address::normalize_domain(&domain))? {
                 Some(k) => print(&k),
                 None => bail!("{domain} has no DKIM key; make one with `mailfort dkim keygen`"),
             }
         }
         DkimCmd::Activate { store, domain, selector } => {
             let s = Store::open(&store.store)?;
-            let k = mailauth::activate(s.root(), &domain.to_lowercase(), &selector)?;
+            let k = mailauth::activate(s.root(), &store::address::normalize_domain(&domain), &selector)?;
             println!("{} now signs with selector {}", k.domain, k.selector);
         }
     }

@@ -128,7 +128,7 @@ impl Accounts {
 
     /// Adds a user; `domains` are the store's domains.
     pub fn add(&self, addr: &Address, password: &str, domains: &[String]) -> Result<(), AccountError> {
-        if !domains.iter().any(|d| d == addr.domain()) {
+        if !domains.iter().any(|d| crate::address::same_domain(d, addr.domain())) {
             return Err(AccountError::ForeignDomain(addr.clone()));
         }
         let hash = hash_password(password)?;

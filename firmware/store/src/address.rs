@@ -28,10 +28,10 @@ pub enum AddressError {
 
 impl Address {
     /// Parses and normalises `local@domain` for use as an account and a
-    /// mailbox directory. Domains are case-insensitive (RFC 5321 2.4); the
-    /// local part is folded to lower case too, as Postfix and Dovecot do for
-    /// lookups, so that `Alice@` and `alice@` are one mailbox. Names that
-    /// could escape the store or confuse a file system are refused.
+    /// mailbox directory, by [`normalize_local`] and [`normalize_domain`]:
+    /// two addresses name the same mailbox exactly when their normalised
+    /// forms are equal. Names that could escape the store or confuse a file
+    /// system are refused.
     pub fn parse(s: &str) -> Result<Address, AddressError> {
         let (local, domain) = s.rsplit_once('@').ok_or_else(|| AddressError::Shape(s.to_string()))?;
         if local.is_empty() || domain.is_empty() {
@@ -40,9 +40,8 @@ impl Address {
         if local.len() > MAX_LOCAL || domain.len() > MAX_DOMAIN {
             return Err(AddressError::TooLong(s.to_string()));
         }
-        let local = local.to_lowercase();
-        let domain = domain.to_lowercase();
-        let domain = domain.strip_suffix('.').unwrap_or(&domain).to_string();
+        let local = normalize_local(local);
+        let domain = normalize_domain(domain);
         if !valid_local(&local) {
             return Err(AddressError::Local(s.to_string()));
         }
@@ -59,6 +58,34 @@ impl Address {
     pub fn domain(&self) -> &str {
         &self.domain
     }
+}
+
+/// The local part as addresses are compared. RFC 5321 2.4: local parts are
+/// case-sensitive in principle; ASCII letters are folded, as nearly every
+/// server does for lookups, so that `Alice@` and `alice@` are one mailbox.
+/// Nothing else is folded: Unicode case mapping would make other characters
+/// aliases of ASCII names (U+212A KELVIN SIGN lower-cases to `k`, U+0130 to
+/// `i` with a dot), so non-ASCII characters are compared as given.
+pub fn normalize_local(local: &str) -> String {
+    local.to_ascii_lowercase()
+}
+
+/// A domain as it is compared and stored: ASCII letters folded (domain
+/// names are case-insensitive, RFC 5321 2.4, RFC 4343) and one trailing
+/// dot dropped. Non-ASCII labels (U-labels) are kept as given, for the same
+/// reason as in [`normalize_local`].
+pub fn normalize_domain(domain: &str) -> String {
+    let d = domain.to_ascii_lowercase();
+    match d.strip_suffix('.') {
+        Some(s) => s.to_string(),
+        None => d,
+    }
+}
+
+/// Whether `a` and `b` are the same domain by [`normalize_domain`].
+pub fn same_domain(a: &str, b: &str) -> bool {
+    let (a, b) = (a.strip_suffix('.').unwrap_or(a), b.strip_suffix('.').unwrap_or(b));
+    a.eq_ignore_ascii_case(b)
 }
 
 /// A domain name usable as a directory: LDH labels or U-labels.
@@ -104,6 +131,22 @@ mod tests {
         let a = Address::parse("Alice@Example.TEST").unwrap();
         assert_eq!(a.to_string(), "alice@example.test");
         assert_eq!(Address::parse("a.b+c@example.test.").unwrap().domain(), "example.test");
+    }
+
+    #[test]
+    fn only_ascii_case_is_folded() {
+        let kim = Address::parse("kim@example.test").unwrap();
+        // U+212A KELVIN SIGN: Unicode lower-cases it to an ASCII 'k'.
+        let kelvin = Address::parse("\u{212A}im@example.test").unwrap();
+        assert_ne!(kelvin, kim);
+        assert_eq!(kelvin.local(), "\u{212A}im");
+        assert_ne!(Address::parse("\u{130}vy@example.test").unwrap(), Address::parse("ivy@example.test").unwrap());
+        assert_ne!(Address::parse("kim@\u{212A}.test").unwrap().domain(), "k.test");
+        assert_eq!(Address::parse("KIM@EXAMPLE.Test.").unwrap(), kim);
+        // Non-ASCII letters are kept as given, not case-mapped.
+        assert_eq!(Address::parse("J\u{dc}rgen@example.test").unwrap().local(), "j\u{dc}rgen");
+        assert!(same_domain("Example.TEST.", "example.test"));
+        assert!(!same_domain("\u{212A}.test", "k.test"));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::Accounts;
-use crate::address::{valid_domain, Address};
+use crate::address::{normalize_domain, same_domain, valid_domain, Address};
 use crate::fsutil;
 
 /// The FORMAT file's content for stores this code can run on.
@@ -181,11 +181,11 @@ pub struct Store {
 impl Store {
     /// Creates a new store at `root` for `domain`.
     pub fn init(root: &Path, domain: &str, hostname: Option<&str>) -> Result<Store, StoreError> {
-        let domain = domain.trim().to_lowercase();
+        let domain = normalize_domain(domain.trim());
         if !valid_domain(&domain) {
             return Err(StoreError::BadDomain(domain));
         }
-        let hostname = hostname.map(|h| h.to_lowercase()).unwrap_or_else(|| format!("mail.{domain}"));
+        let hostname = hostname.map(normalize_domain).unwrap_or_else(|| format!("mail.{domain}"));
         if !valid_domain(&hostname) {
             return Err(StoreError::BadDomain(hostname));
         }
@@ -347,8 +347,7 @@ impl Store {
 
     /// Whether mail for `domain` is stored here.
     pub fn is_local_domain(&self, domain: &str) -> bool {
-        let d = domain.trim_end_matches('.');
-        self.settings().domains.iter().any(|x| x.eq_ignore_ascii_case(d))
+        self.settings().domains.iter().any(|x| same_domain(x, domain))
     }
 
     /// The Maildir of `addr`.

@@ -206,7 +206,7 @@ impl Runner {
         };
         let mut by_domain: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for r in &env.rcpts {
-            let d = r.rsplit_once('@').map(|(_, d)| d.to_lowercase()).unwrap_or_default();
+            let d = r.rsplit_once('@').map(|(_, d)| store::address::normalize_domain(d)).unwrap_or_default();
             by_domain.entry(d).or_default().push(r.clone());
         }
         let mut failed = Vec::new();

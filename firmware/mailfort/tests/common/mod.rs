@@ -227,6 +227,38 @@ impl Wire {
 
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<Wire> {
         let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Wire::from_stream(sock)
+    }
+
+    /// A connection to `addr` from the local address `source` (any of
+    /// 127.0.0.0/8 on loopback), for tests of per-address and per-network
+    /// limits.
+    pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<Wire> {
+        use std::os::fd::FromRawFd;
+        let std::net::SocketAddr::V4(dst) = addr else { panic!("IPv4 only: {addr}") };
+        let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: port.to_be(), sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) }, sin_zero: [0; 8] };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: plain socket calls on a descriptor this function owns; on
+        // success it is handed to a TcpStream, which closes it.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let sock = std::net::TcpStream::from_raw_fd(fd);
+            let src = sin(source, 0);
+            if libc::bind(fd, &src as *const libc::sockaddr_in as *const libc::sockaddr, len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let to = sin(*dst.ip(), dst.port());
+            if libc::connect(fd, &to as *const libc::sockaddr_in as *const libc::sockaddr, len) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Wire::from_stream(sock)
+        }
+    }
+
+    pub fn from_stream(sock: std::net::TcpStream) -> std::io::Result<Wire> {
         sock.set_read_timeout(Some(Duration::from_secs(20)))?;
         sock.set_write_timeout(Some(Duration::from_secs(20)))?;
         Ok(Wire { sock, buf: Vec::new() })
