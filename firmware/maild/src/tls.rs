@@ -4,10 +4,18 @@
 //! The cluster certificate is `<store>/tls/cluster.pem` when an operator
 //! uploaded one, else `<store>/tls/self-signed.pem`, generated once by
 //! whichever node needs it first. Each file holds the chain and the private
-//! key together, so that they can never get out of step. A node serves
-//! through a [`ClusterCertResolver`], which re-reads the file when it
-//! changes: an upload on any node reaches every node within
-//! [`RELOAD_INTERVAL`], without a restart.
+//! key together, so that they can never get out of step: each file is
+//! written whole under a temporary name and then renamed or linked into
+//! place. A node serves through a [`ClusterCertResolver`], which re-reads
+//! the file when it changes: an upload on any node reaches every node
+//! within [`RELOAD_INTERVAL`], without a restart.
+//!
+//! Every chain and key, uploaded, generated, configured or read back from
+//! the store, passes [`check_pair`] before it is saved or presented:
+//! strict DER, signatures, and a TLS handshake over memory. The
+//! self-signed certificate is valid for 398 days and the nodes renew it
+//! [`RENEW_BEFORE_DAYS`] before its end ([`renew_if_due`]); an uploaded
+//! one is never replaced, only warned about.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -199,6 +207,7 @@ fn ensure_self_signed(store: &Store) -> Result<PathBuf, TlsError> {
     let path = dir.join(SELF_SIGNED);
     if !path.exists() {
         let pem = generate_self_signed(store, now_secs())?;
+        parse_bundle(pem.as_bytes(), "the generated certificate", None)?;
         let werr = |e| TlsError::Write { path: path.display().to_string(), source: e };
         store::fsutil::create_dir_durable(&dir).map_err(werr)?;
         restrict_dir(&dir);
