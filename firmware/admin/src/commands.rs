@@ -353,7 +353,7 @@ fn queue_text(l: &[QueueItem]) -> String {
 
 pub fn cert_text(c: &CertView) -> String {
     format!(
-        "source       {}\nsubject      {}\nnames        {}\nissuer       {}\nvalid        {} to {} ({} days left)\nsha256       {}",
+        "source       {}\nsubject      {}\nnames        {}\nissuer       {}\nvalid        {} to {} ({} days left)\nsha256       {}{}",
         c.source,
         c.subject,
         c.names.join(", "),
@@ -361,7 +361,8 @@ pub fn cert_text(c: &CertView) -> String {
         c.not_before,
         c.not_after,
         c.expires_in_days,
-        c.sha256
+        c.sha256,
+        c.warning.as_ref().map(|w| format!("\nWARNING: {w}")).unwrap_or_default()
     )
 }
 

@@ -225,7 +225,8 @@ pub struct OutboundConfig {
     /// Domains that must be reached over TLS with a valid certificate;
     /// others get opportunistic STARTTLS.
     pub require_tls_domains: Vec<String>,
-    /// Extra trust anchors (PEM) for verified TLS.
+    /// Extra trust anchors (PEM) for verified TLS, besides Mozilla's roots
+    /// compiled in (webpki-roots).
     pub tls_ca_file: Option<PathBuf>,
     /// How often the queue is scanned for due entries, milliseconds.
     pub scan_interval_ms: u64,

@@ -102,6 +102,33 @@ fn new_cert(name: &str) -> (String, String, String) {
     (cert.pem(), key.serialize_pem(), tls::fingerprint(cert.der()))
 }
 
+/// A valid certificate for mail.example.test with one length byte
+/// changed: the issuer's first attribute type, id-at-commonName (06 03 55
+/// 04 03, RFC 5280 A.1), says 2 bytes instead of 3. (PEM, key PEM)
+fn damaged_cert() -> (String, String) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mail.example.test".to_string()]).unwrap().self_signed(&key).unwrap();
+    let mut der = cert.der().to_vec();
+    let at = der.windows(5).position(|w| w == [0x06, 0x03, 0x55, 0x04, 0x03]).unwrap();
+    der[at + 1] = 2;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|l| std::str::from_utf8(l).unwrap()).collect();
+    (format!("-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n", lines.join("\n")), key.serialize_pem())
+}
+
+/// A self-signed certificate and key (one PEM text) that ends `days` from
+/// now, and its fingerprint.
+fn short_lived_self_signed(days: u64) -> (String, String) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(vec!["mail.example.test".to_string()]).unwrap();
+    p.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(86_400));
+    p.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now + Duration::from_secs(days * 86_400));
+    let cert = p.self_signed(&key).unwrap();
+    (format!("{}{}", key.serialize_pem(), cert.pem()), tls::fingerprint(cert.der()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_node_presents_the_new_certificate_without_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -150,11 +177,47 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
     assert!(matches!(tls::upload(&store, &format!("{cert}{wrong_key}")), Err(tls::TlsError::KeyMismatch)));
     assert_eq!(implicit(pop3s).await, fp_uploaded);
 
+    // A certificate with damaged DER (one length byte of the issuer's OID)
+    // is refused, whether uploaded or written into the store by another
+    // node; every service goes on with the one it had.
+    let (damaged, damaged_key) = damaged_cert();
+    let err = tls::upload(&store, &format!("{damaged}{damaged_key}")).unwrap_err();
+    assert!(err.to_string().contains("invalid DER"), "{err}");
+    store::fsutil::write_atomic(&root.join("tls/cluster.pem"), format!("{damaged}{damaged_key}").as_bytes()).unwrap();
+    // The node's own resolver (one per store in a process) looks now.
+    let resolver = tls::cluster_resolver(&store).unwrap();
+    let _ = resolver.check(&store);
+    assert_eq!(resolver.info().sha256, fp_uploaded);
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, fp_uploaded, "{service}");
+    }
+
     // Regeneration: a fresh self-signed certificate.
     let fresh = tls::regenerate(&store).unwrap();
     assert_ne!(fresh.sha256, first.sha256);
     for (service, fp) in all_services(&addrs).await {
         assert_eq!(fp, fresh.sha256, "{service}");
+    }
+
+    // The self-signed certificate near its end (as another node might
+    // have left it): the node's own timer renews it, and every service
+    // presents the renewed one.
+    let aged = short_lived_self_signed(10);
+    store::fsutil::write_atomic(&root.join("tls/self-signed.pem"), aged.0.as_bytes()).unwrap();
+    let start = Instant::now();
+    let renewed = loop {
+        let fp = implicit(pop3s).await;
+        if fp != fresh.sha256 && fp != aged.1 {
+            break fp;
+        }
+        assert!(start.elapsed() < 2 * RELOAD_WAIT, "not renewed after {:?}", start.elapsed());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let info = tls::cert_info(&store).unwrap();
+    assert_eq!(info.sha256, renewed);
+    assert!(info.expires_in_days > 300, "{info:?}");
+    for (service, fp) in all_services(&addrs).await {
+        assert_eq!(fp, renewed, "{service}");
     }
 
     let _ = stop_tx.send(());

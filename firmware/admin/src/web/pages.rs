@@ -820,6 +820,9 @@ async fn cert_page(app: &App, a: &Authed, msg: Option<Msg>) -> Response {
             for (k, v, id) in [("source", &c.source, "cert-source"), ("subject", &c.subject, "cert-subject"), ("names", &names, "cert-names"), ("issuer", &c.issuer, "cert-issuer"), ("valid", &valid, "cert-valid"), ("days left", &days, "cert-days"), ("sha256", &c.sha256, "cert-sha256"), ("file", &c.path, "cert-path")] {
                 let _ = writeln!(b, "<tr><th>{k}</th><td id=\"{id}\">{}</td></tr>", e(v));
             }
+            if let Some(w) = &c.warning {
+                let _ = writeln!(b, "<tr><th>warning</th><td id=\"cert-warning\">{}</td></tr>", e(w));
+            }
             b.push_str("</table></section>\n");
         }
         Err(err) => b.push_str(&unavailable("the certificate", &err)),

@@ -383,11 +383,25 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// The system's CA bundle on Debian.
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// The trust anchors of verified TLS: Mozilla's root certificates as the
+/// webpki-roots crate ships them, compiled in (a box has no system trust
+/// store, and the daemon reads none), and the certificates of `extra_ca`
+/// (a private CA, or a test's self-signed certificate).
+pub fn verified_roots(extra_ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        for c in rustls_pemfile::certs(&mut &pem[..]) {
+            let c = c.map_err(|e| format!("the CA file {} is not valid PEM: {e}", path.display()))?;
+            roots.add(c).map_err(|e| format!("a certificate of the CA file {} cannot be a trust anchor: {e}", path.display()))?;
+        }
+    }
+    Ok(roots)
+}
 
-/// TLS client settings: (opportunistic, verified). `extra_ca` adds trust
-/// anchors (a private CA, or a test's self-signed certificate).
+/// TLS client settings: (opportunistic, verified). The verified settings
+/// trust [`verified_roots`].
 pub fn tls_configs(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let any = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -396,16 +410,64 @@ pub fn tls_configs(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::Cl
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
         .with_no_client_auth();
-    let mut roots = rustls::RootCertStore::empty();
-    for path in [Some(std::path::Path::new(SYSTEM_CA_BUNDLE)), extra_ca].into_iter().flatten() {
-        if let Ok(pem) = std::fs::read(path) {
-            for c in rustls_pemfile::certs(&mut &pem[..]).flatten() {
-                let _ = roots.add(c);
-            }
-        } else if Some(path) == extra_ca {
-            return Err(format!("cannot read the CA file {}", path.display()));
-        }
-    }
+    let roots = verified_roots(extra_ca)?;
     let verified = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots).with_no_client_auth();
     Ok((Arc::new(any), Arc::new(verified)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verified_tls_has_the_compiled_in_roots_and_needs_no_file() {
+        let roots = verified_roots(None).unwrap();
+        assert_eq!(roots.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        assert!(roots.len() > 100, "{} roots", roots.len());
+        assert!(tls_configs(None).is_ok());
+        let missing = std::path::Path::new("no/such/ca.pem");
+        assert!(verified_roots(Some(missing)).unwrap_err().contains("no/such/ca.pem"));
+    }
+
+    /// A CA and a server certificate for `mx.example.test` issued by it:
+    /// (CA PEM, server chain, server key).
+    fn issued() -> (String, Vec<CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Test Root");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["mx.example.test".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        (ca.pem(), vec![leaf.der().clone(), ca.der().clone()], key_der)
+    }
+
+    /// A TLS handshake over memory with a server presenting `chain`.
+    async fn handshake(client: Arc<rustls::ClientConfig>, name: &str, chain: Vec<CertificateDer<'static>>, key: rustls::pki_types::PrivateKeyDer<'static>) -> Result<(), std::io::Error> {
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider())).with_safe_default_protocol_versions().unwrap().with_no_client_auth().with_single_cert(chain, key).unwrap();
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let accept = tokio::spawn(async move { tokio_rustls::TlsAcceptor::from(Arc::new(server)).accept(s).await.map(|_| ()) });
+        let name = ServerName::try_from(name.to_string()).unwrap();
+        let r = tokio_rustls::TlsConnector::from(client).connect(name, c).await.map(|_| ());
+        drop(accept);
+        r
+    }
+
+    #[tokio::test]
+    async fn verified_tls_checks_the_chain_to_a_trusted_root() {
+        let (ca, chain, key) = issued();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca).unwrap();
+        let (any, with_ca) = tls_configs(Some(&ca_file)).unwrap();
+        let (_, mozilla_only) = tls_configs(None).unwrap();
+        handshake(with_ca.clone(), "mx.example.test", chain.clone(), key.clone_key()).await.expect("a chain to a trusted root");
+        let e = handshake(with_ca, "other.example.test", chain.clone(), key.clone_key()).await.unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        let e = handshake(mozilla_only, "mx.example.test", chain.clone(), key.clone_key()).await.unwrap_err();
+        assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+        // Opportunistic TLS takes it all the same (RFC 7435).
+        handshake(any, "other.example.test", chain, key).await.unwrap();
+    }
 }
