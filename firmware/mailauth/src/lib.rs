@@ -28,7 +28,7 @@ pub use auth_results::forged_fields;
 pub use keys::{activate, keygen, txt_record, Algorithm, DkimKeyInfo, MAX_TXT_STRING};
 pub use sign::{author_domain, Signer, SIGNED_HEADERS};
 pub use source::{MessageSource, BODY_CHUNK, MAX_HEADER_SECTION};
-pub use verify::{resolv_conf_servers, Verdict, Verifier, CHECK_DEADLINE, DNS_ATTEMPTS, DNS_CACHE_ENTRIES, DNS_TIMEOUT, DOWN_AFTER, MAX_SIGNATURES, MAX_VERIFY_SIZE};
+pub use verify::{resolv_conf_servers, SenderSpf, Verdict, Verifier, CHECK_DEADLINE, DNS_ATTEMPTS, DNS_CACHE_ENTRIES, DNS_TIMEOUT, DOWN_AFTER, MAX_SIGNATURES, MAX_VERIFY_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -129,6 +129,17 @@ pub struct Verdict {
     pub forged: Vec<std::ops::Range<usize>>,
 }
 
+/// What [`Verifier::sender_spf`] found (RFC 7208 2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderSpf {
+    /// The host is authorised to send for the domain.
+    Pass,
+    /// DNS did not answer in time (RFC 7208 2.6.6): try again later.
+    TempError,
+    /// Anything else: fail, softfail, neutral, none, permerror.
+    NotPass,
+}
+
 /// The name servers in resolv.conf(5) text: `nameserver` lines, port 53.
 pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
     let mut out = Vec::new();
@@ -376,11 +387,15 @@ impl Verifier {
 
     /// Checks only SPF for the MAIL FROM identity (RFC 7208 2.4), with the
     /// same cache, deadline and resolver watch as [`Verifier::check`].
-    pub async fn spf_passes(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, authserv_id: &str) -> bool {
+    pub async fn sender_spf(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, authserv_id: &str) -> SenderSpf {
         let down = self.health.down.subscribe();
-        let params = SpfParameters::verify_mail_from(peer_ip, helo, authserv_id, mail_from);
+        let params = SpfParameters::verify_mail_from(peer_ip, helo.trim(), authserv_id, mail_from);
         let out = self.bounded(SPF_DEADLINE, &down, self.auth.verify_spf(params), || SpfOutput::new(String::new()).with_result(SpfResult::TempError)).await;
-        out.result() == SpfResult::Pass
+        match out.result() {
+            SpfResult::Pass => SenderSpf::Pass,
+            SpfResult::TempError => SenderSpf::TempError,
+            _ => SenderSpf::NotPass,
+        }
     }
 
     /// Runs `work` for at most `limit`, and not at all or no longer once

@@ -226,23 +226,13 @@ impl Node {
         let stats = StatsRecorder::open(&store, &config.node)?;
         let instance = cluster::live::new_instance();
         let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
-        let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into() };
+        let (verifier, checks) = crate::config::inbound_verifier(&config.inbound);
+        let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into(), protections: vec![checks] };
         // The first heartbeat and live set before serving, so that leases
         // are judged against a real live set from the first session on.
         let heartbeat = Heartbeat::new(&store, info);
         heartbeat.publish()?;
         let live = read_live_set(&store, &config.node)?;
-        let verifier = if config.inbound.verify {
-            match mailauth::Verifier::new(config.inbound.dns_server) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(error = %e, "SPF/DKIM/DMARC checks are off: no resolver");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })
     }
