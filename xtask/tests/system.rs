@@ -197,6 +197,9 @@ fn patent_claims_on_the_appliance() {
     f.deliver("node1", "before-failure", &mut accepted);
     let seen = f.mailbox("node2");
     assert!(seen.contains("before-failure"), "node2 shows {seen:?}");
+    f.step("a box checks the sender of inbound mail: the message carries SPF, DKIM and DMARC verdicts");
+    let results = f.client(&["auth-results", &f.ip("node2").to_string(), USER, PASSWORD, "before-failure"]);
+    assert!(results.contains("; spf=") && results.contains("; dkim=") && results.contains("; dmarc="), "Authentication-Results of a message through node1's port 25: {results:?}");
 
     f.step("claim 5: node1 fails (its VM killed); BIND drops it from the MX and the client host");
     f.layout.kill("node1", libc::SIGKILL).expect("kill node1");

@@ -43,6 +43,8 @@ pub struct LiveNode {
     pub state: String,
     pub age: String,
     pub addresses: String,
+    /// The node's protections that are off, `name: why`.
+    pub protections_off: Vec<String>,
 }
 
 /// The store as `status` and the dashboard show it.
@@ -166,6 +168,7 @@ impl StoreAccess {
                         state: (if n.live { "live" } else if n.info.state == cluster::live::STATE_STOPPED { "stop" } else { "dead" }).into(),
                         age: format!("{:.1}s", n.age.as_secs_f64()),
                         addresses: n.info.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+                        protections_off: n.info.protections.iter().filter(|p| !p.on).map(|p| format!("{} off: {}", p.name, p.detail)).collect(),
                     })
                     .collect(),
                 announcer,

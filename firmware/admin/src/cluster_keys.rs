@@ -29,6 +29,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("dns.tsig.secret", "TSIG secret, base64"),
     ("limits.max_message_size", "largest message accepted, bytes (`default`: the node's own)"),
     ("limits.max_recipients", "recipients per message (`default`: the node's own)"),
+    ("senders.outside", "hosts and networks that may send as our domains on port 25 without passing SPF, comma-separated (`none` clears)"),
 ];
 
 fn help(key: &str) -> String {
@@ -61,6 +62,7 @@ pub fn describe(s: &ClusterSettings) -> Vec<Setting> {
         ("dns.tsig.secret", dv(&|_| HIDDEN.to_string())),
         ("limits.max_message_size", s.limits.max_message_size.map(|v| v.to_string()).unwrap_or_default()),
         ("limits.max_recipients", s.limits.max_recipients.map(|v| v.to_string()).unwrap_or_default()),
+        ("senders.outside", s.senders.outside.join(", ")),
     ];
     rows.into_iter().map(|(k, v)| Setting { key: k.into(), value: v, help: help(k) }).collect()
 }
@@ -141,6 +143,19 @@ pub fn set(s: &mut ClusterSettings, key: &str, value: &str) -> Result<(), String
         "dns.tsig.secret" => dns(&mut new)?.tsig.secret = v.to_string(),
         "limits.max_message_size" => new.limits.max_message_size = if v == "default" { None } else { Some(number("bytes")?) },
         "limits.max_recipients" => new.limits.max_recipients = if v == "default" { None } else { Some(number("recipients")? as usize) },
+        "senders.outside" => {
+            let mut list = Vec::new();
+            if v != "none" {
+                for n in v.split([',', ' ']).filter(|n| !n.is_empty()) {
+                    let net = store::Network::parse(n).map_err(|e| format!("senders.outside: {e}"))?;
+                    let n = format!("{}/{}", net.addr, net.prefix);
+                    if !list.contains(&n) {
+                        list.push(n);
+                    }
+                }
+            }
+            new.senders.outside = list;
+        }
         _ => return Err(format!("unknown cluster setting '{key}'")),
     }
     if let Some(d) = &new.dns {
@@ -149,6 +164,7 @@ pub fn set(s: &mut ClusterSettings, key: &str, value: &str) -> Result<(), String
         cluster::announcer::target(d).map_err(|e| format!("{key}: {e}"))?;
     }
     new.limits.validate().map_err(|e| format!("{key}: {e}"))?;
+    new.senders.validate().map_err(|e| format!("{key}: {e}"))?;
     *s = new;
     Ok(())
 }
@@ -189,6 +205,8 @@ mod tests {
             ("limits.max_recipients", "5"),
             ("limits.max_recipients", "lots"),
             ("limits.max_message_size", "-1"),
+            ("senders.outside", "192.0.2.0/24, mail.example.test"),
+            ("senders.outside", "192.0.2.0/40"),
             ("bogus", "1"),
         ] {
             assert!(set(&mut s, k, v).is_err(), "{k} = {v} should be refused");
@@ -216,6 +234,11 @@ mod tests {
         assert_eq!(s.limits.max_recipients, Some(150));
         set(&mut s, "limits.max_recipients", "default").unwrap();
         assert_eq!(s.limits.max_recipients, None);
+        set(&mut s, "senders.outside", "192.0.2.0/24, 2001:db8::1 192.0.2.0/24").unwrap();
+        assert_eq!(s.senders.outside, vec!["192.0.2.0/24", "2001:db8::1/128"]);
+        assert_eq!(describe(&s).iter().find(|x| x.key == "senders.outside").unwrap().value, "192.0.2.0/24, 2001:db8::1/128");
+        set(&mut s, "senders.outside", "none").unwrap();
+        assert!(s.senders.outside.is_empty());
         set(&mut s, "dns", "off").unwrap();
         assert!(s.dns.is_none());
         assert!(set(&mut s, "dns.ttl", "60").unwrap_err().contains("announcer is off"));

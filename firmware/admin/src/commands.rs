@@ -409,6 +409,12 @@ fn store_report_text(t: &mut String, r: &StoreReport) {
         for l in &r.live {
             let _ = writeln!(t, "          {:<12} {:>4}  {:<5} {:>9}  {}", l.node, l.rank, l.state, l.age, l.addresses);
         }
+        // A protection that is off is never off silently.
+        for l in r.live.iter().filter(|l| l.state == "live") {
+            for p in &l.protections_off {
+                let _ = writeln!(t, "PROBLEM   {}: {p}", l.node);
+            }
+        }
     }
     let _ = writeln!(t, "announcer {}", r.announcer);
     let _ = writeln!(t, "dns       {}", r.dns);

@@ -339,6 +339,7 @@ async fn pages_run_the_command_set() {
             addresses: vec!["192.0.2.1".parse().unwrap()],
             services: vec![],
             state: state.into(),
+            protections: vec![cluster::live::Protection { name: "SPF/DKIM/DMARC checks".into(), on: false, detail: "no <resolver>".into() }],
         };
         cluster::live::Heartbeat::new(&store, info("n1", cluster::live::STATE_SERVING)).publish().unwrap();
         cluster::live::Heartbeat::new(&store, info("n2", cluster::live::STATE_STOPPED)).publish().unwrap();
@@ -361,6 +362,10 @@ async fn pages_run_the_command_set() {
     let b = &r.body;
     assert!(b.contains("<tr id=\"node-n1\" class=\"state-live\""), "{b}");
     assert!(b.contains("<tr id=\"node-n2\" class=\"state-stop\""), "{b}");
+    // A live node whose checks are off says so, escaped; a stopped one's
+    // old state is not shown.
+    assert!(b.contains("<p class=\"problem protection-off\" id=\"protection-off-n1\">n1: SPF/DKIM/DMARC checks off: no &lt;resolver&gt;</p>"), "{b}");
+    assert!(!b.contains("protection-off-n2"), "{b}");
     assert!(b.contains("<svg id=\"chart\"") && b.contains("data-in=\"3\"") && b.contains("data-out=\"2\""), "{b}");
     assert!(b.contains("<td id=\"accounts\">0</td>"));
     assert!(b.contains("n1&lt;script&gt;alert(1)&lt;/script&gt;"), "{b}");

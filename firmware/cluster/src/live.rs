@@ -40,6 +40,20 @@ pub struct NodeInfo {
     pub services: Vec<String>,
     /// "serving", or "stopped" after a clean shutdown.
     pub state: String,
+    /// The node's protections of inbound mail, on or off and why, so that
+    /// one that cannot run is never off silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protections: Vec<Protection>,
+}
+
+/// One protection a node runs, or cannot run (e.g. the SPF/DKIM/DMARC
+/// checks without a resolver).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Protection {
+    pub name: String,
+    pub on: bool,
+    /// Why it is off, or how it runs.
+    pub detail: String,
 }
 
 pub const STATE_SERVING: &str = "serving";
@@ -203,7 +217,7 @@ mod tests {
     use super::*;
 
     fn info(node: &str, rank: u32) -> NodeInfo {
-        NodeInfo { node: node.into(), rank, instance: new_instance(), pid: 1, addresses: vec!["127.0.0.1".parse().unwrap()], services: vec![], state: STATE_SERVING.into() }
+        NodeInfo { node: node.into(), rank, instance: new_instance(), pid: 1, addresses: vec!["127.0.0.1".parse().unwrap()], services: vec![], state: STATE_SERVING.into(), protections: vec![] }
     }
 
     #[test]

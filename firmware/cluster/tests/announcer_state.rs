@@ -25,6 +25,7 @@ fn heartbeat(store: &Store, node: &str, rank: u32, addresses: &[&str]) -> Heartb
         addresses: addresses.iter().map(|a| a.parse::<IpAddr>().expect("ip")).collect(),
         services: vec![],
         state: STATE_SERVING.into(),
+        protections: vec![],
     };
     let hb = Heartbeat::new(store, info);
     hb.publish().expect("heartbeat");

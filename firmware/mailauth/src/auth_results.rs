@@ -44,9 +44,10 @@ impl ResInfo {
 
 /// The whole header field, folded, ending in CRLF (RFC 8601 2.2):
 /// `Authentication-Results: authserv-id; resinfo; resinfo`, one resinfo a
-/// line. No results at all is written `; none`.
-pub(crate) fn header(authserv_id: &str, results: &[ResInfo]) -> String {
-    let mut out = format!("{FIELD_NAME}: {}", pvalue(authserv_id));
+/// line. No results at all is written `; none`. `utf8`: the message came
+/// with SMTPUTF8, so its header may carry UTF-8 (RFC 8616 3, RFC 6532).
+pub(crate) fn header(authserv_id: &str, results: &[ResInfo], utf8: bool) -> String {
+    let mut out = format!("{FIELD_NAME}: {}", pvalue(authserv_id, utf8));
     if results.is_empty() {
         out.push_str("; none\r\n");
         return out;
@@ -55,10 +56,10 @@ pub(crate) fn header(authserv_id: &str, results: &[ResInfo]) -> String {
         out.push(';');
         let mut words = vec![format!("{}={}", r.method, r.result)];
         if let Some(reason) = &r.reason {
-            words.push(comment(reason));
+            words.push(comment(reason, utf8));
         }
         for (name, value) in &r.props {
-            words.push(format!("{name}={}", pvalue(value)));
+            words.push(format!("{name}={}", pvalue(value, utf8)));
         }
         // RFC 5322 2.2.3: folding is CRLF followed by white space.
         let mut line = 1;
@@ -74,7 +75,7 @@ pub(crate) fn header(authserv_id: &str, results: &[ResInfo]) -> String {
                 }
             }
             out.push_str(w);
-            line += w.len();
+            line += w.chars().count();
         }
     }
     out.push_str("\r\n");
@@ -84,10 +85,13 @@ pub(crate) fn header(authserv_id: &str, results: &[ResInfo]) -> String {
 /// RFC 8601 2.2 `pvalue`: a token (RFC 2045 5.1), or an address whose
 /// local part is a dot-atom (RFC 5322 3.2.3), written as is; anything else
 /// as a quoted-string (RFC 5322 3.2.4) of printable ASCII, with every other
-/// character replaced by '?'.
-pub(crate) fn pvalue(value: &str) -> String {
+/// character replaced by '?'. With `utf8`, RFC 8616 3 extends pvalue to
+/// UTF-8 (RFC 6532 3.2 adds UTF8-non-ascii to atext and qtext): an
+/// internationalised address is written as it is, or quoted, and only
+/// control characters and white space other than SP become '?'.
+pub(crate) fn pvalue(value: &str, utf8: bool) -> String {
     let value = cut(value, MAX_PVALUE);
-    if is_token(value) || is_plain_address(value) {
+    if is_token(value) || is_plain_address(value, utf8) {
         return value.to_string();
     }
     let mut out = String::with_capacity(value.len() + 2);
@@ -99,6 +103,7 @@ pub(crate) fn pvalue(value: &str) -> String {
                 out.push(c);
             }
             ' '..='~' => out.push(c),
+            _ if utf8 && !c.is_control() && !c.is_whitespace() => out.push(c),
             _ => out.push('?'),
         }
     }
@@ -107,8 +112,9 @@ pub(crate) fn pvalue(value: &str) -> String {
 }
 
 /// RFC 5322 3.2.2 comment: `(` ctext or quoted-pair `)`; parentheses and
-/// backslashes are escaped, anything not printable ASCII becomes '?'.
-pub(crate) fn comment(text: &str) -> String {
+/// backslashes are escaped, anything not printable ASCII becomes '?'
+/// (with `utf8`, RFC 6532 3.2 lets UTF-8 other than controls through).
+pub(crate) fn comment(text: &str, utf8: bool) -> String {
     let text = cut(text, MAX_COMMENT);
     let mut out = String::with_capacity(text.len() + 2);
     out.push('(');
@@ -119,6 +125,7 @@ pub(crate) fn comment(text: &str) -> String {
                 out.push(c);
             }
             ' '..='~' => out.push(c),
+            _ if utf8 && !c.is_control() && !c.is_whitespace() => out.push(c),
             _ => out.push('?'),
         }
     }
@@ -144,14 +151,17 @@ fn is_token(s: &str) -> bool {
 
 /// `local-part "@" domain-name` with a dot-atom local part (RFC 5322
 /// 3.2.3 atext) and an LDH domain: the common address, written unquoted.
-fn is_plain_address(s: &str) -> bool {
+/// With `utf8`, non-ASCII letters count as atext and as domain label
+/// characters (RFC 6532 3.2 UTF8-non-ascii; U-labels, RFC 6531 3.3).
+fn is_plain_address(s: &str, utf8: bool) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
-    let atext = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b);
-    let dot_atom = !local.is_empty() && local.split('.').all(|p| !p.is_empty() && p.bytes().all(atext));
+    let wide = |c: char| utf8 && !c.is_ascii() && !c.is_control() && !c.is_whitespace();
+    let atext = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || wide(c);
+    let dot_atom = !local.is_empty() && local.split('.').all(|p| !p.is_empty() && p.chars().all(atext));
     let ldh = !domain.is_empty()
-        && domain.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        && domain.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || wide(c)));
     dot_atom && ldh
 }
 
@@ -230,6 +240,7 @@ mod tests {
                 ResInfo::new("dkim", "pass").prop("header.d", "example.test").prop("header.s", "s1").prop("header.b", "ab/cd+ef"),
                 ResInfo::new("dmarc", "pass").reason("p=reject").prop("header.from", "example.test"),
             ],
+            false,
         );
         assert_eq!(
             h,
@@ -246,7 +257,7 @@ mod tests {
 
     #[test]
     fn no_results_is_none() {
-        assert_eq!(header("mx.example.test", &[]), "Authentication-Results: mx.example.test; none\r\n");
+        assert_eq!(header("mx.example.test", &[], false), "Authentication-Results: mx.example.test; none\r\n");
     }
 
     #[test]
@@ -255,6 +266,7 @@ mod tests {
         let h = header(
             evil,
             &[ResInfo::new("spf", "none").reason(format!("helo {evil}) (")).prop("smtp.helo", evil).prop("smtp.mailfrom", "a\"b\\c@d\ne")],
+            false,
         );
         // Only our own folds: every CRLF is followed by a tab.
         let body = h.strip_suffix("\r\n").unwrap();
@@ -269,13 +281,28 @@ mod tests {
 
     #[test]
     fn pvalues() {
-        assert_eq!(pvalue("example.test"), "example.test");
-        assert_eq!(pvalue("first.last+tag@example.test"), "first.last+tag@example.test");
-        assert_eq!(pvalue("\"odd local\"@example.test"), "\"\\\"odd local\\\"@example.test\"");
-        assert_eq!(pvalue(""), "\"\"");
-        assert_eq!(pvalue("2001:db8::1"), "\"2001:db8::1\"");
-        assert_eq!(pvalue("bücher.test"), "\"b?cher.test\"");
-        assert_eq!(pvalue(&"a".repeat(1000)).len(), MAX_PVALUE);
+        assert_eq!(pvalue("example.test", false), "example.test");
+        assert_eq!(pvalue("first.last+tag@example.test", false), "first.last+tag@example.test");
+        assert_eq!(pvalue("\"odd local\"@example.test", false), "\"\\\"odd local\\\"@example.test\"");
+        assert_eq!(pvalue("", false), "\"\"");
+        assert_eq!(pvalue("2001:db8::1", false), "\"2001:db8::1\"");
+        assert_eq!(pvalue("bücher.test", false), "\"b?cher.test\"");
+        assert_eq!(pvalue(&"a".repeat(1000), false).len(), MAX_PVALUE);
+    }
+
+    #[test]
+    fn utf8_pvalues_for_smtputf8_messages() {
+        // RFC 8616 3: with SMTPUTF8, the address is written in UTF-8.
+        assert_eq!(pvalue("jürgen@bücher.test", true), "jürgen@bücher.test");
+        assert_eq!(pvalue("jürgen@bücher.test", false), "\"j?rgen@b?cher.test\"");
+        assert_eq!(pvalue("\"jür gen\"@bücher.test", true), "\"\\\"jür gen\\\"@bücher.test\"");
+        // Controls and line separators never get through, in any form.
+        assert_eq!(pvalue("j\u{85}x@b\u{2028}.test", true), "\"j?x@b?.test\"");
+        assert!(!pvalue("a\r\nb@c", true).contains('\n'));
+        assert_eq!(comment("für (x)", true), "(für \\(x\\))");
+        assert_eq!(comment("für", false), "(f?r)");
+        let h = header("mx.example.test", &[ResInfo::new("spf", "pass").prop("smtp.mailfrom", "jürgen@bücher.test")], true);
+        assert!(h.contains("smtp.mailfrom=jürgen@bücher.test"), "{h}");
     }
 
     #[test]

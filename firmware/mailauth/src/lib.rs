@@ -18,6 +18,7 @@
 mod auth_results;
 mod keys;
 mod sign;
+mod source;
 mod verify;
 
 use std::io;
@@ -26,7 +27,8 @@ use std::path::PathBuf;
 pub use auth_results::forged_fields;
 pub use keys::{activate, keygen, txt_record, Algorithm, DkimKeyInfo, MAX_TXT_STRING};
 pub use sign::{author_domain, Signer, SIGNED_HEADERS};
-pub use verify::{Verdict, Verifier, CHECK_DEADLINE, DNS_ATTEMPTS, DNS_TIMEOUT, MAX_SIGNATURES, MAX_VERIFY_SIZE};
+pub use source::{MessageSource, BODY_CHUNK, MAX_HEADER_SECTION};
+pub use verify::{resolv_conf_servers, SenderSpf, Verdict, Verifier, CHECK_DEADLINE, DNS_ATTEMPTS, DNS_CACHE_ENTRIES, DNS_TIMEOUT, DOWN_AFTER, MAX_SIGNATURES, MAX_VERIFY_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -48,6 +50,8 @@ pub enum Error {
     Sign(String),
     #[error("DNS resolver configuration: {0}")]
     Resolver(String),
+    #[error("cannot read the message for its checks: {0}")]
+    Read(io::Error),
     #[error("I/O error at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }

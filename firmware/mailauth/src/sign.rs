@@ -109,7 +109,7 @@ impl Signer {
 /// 3.2 `RFC5322.From` domain), lower-cased, when it has exactly one. Mail
 /// should be signed by that domain for DMARC to pass (RFC 7489 3.1).
 pub fn author_domain(message: &[u8]) -> Option<String> {
-    let headers = crate::verify::header_section(message);
+    let headers = crate::source::header_section(message);
     let parsed = AuthenticatedMessage::parse(headers)?;
     let mut domains = parsed.from.iter().filter_map(|a| a.rsplit_once('@').map(|(_, d)| d));
     let first = domains.next()?;

@@ -9,61 +9,109 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use mail_auth::common::crypto::CryptoError;
+use mail_auth::common::crypto::{CryptoError, HashAlgorithm};
+use mail_auth::common::verify::VerifySignature;
 use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
+use mail_auth::hickory_resolver::net::NetError;
+use mail_auth::hickory_resolver::proto::rr::{Name, RecordType};
+use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, DnsError, MessageAuthenticator, SpfOutput, SpfResult,
 };
+use tokio::sync::watch;
 
 use crate::auth_results::{self, ResInfo};
+use crate::source::{BodyHashers, MessageSource, MAX_HEADER_SECTION};
 use crate::Error;
 
-/// Messages larger than this are not DKIM-verified: the body would have to
-/// be hashed once for each canonicalisation and hash the signatures ask for.
-/// Such a message gets `dkim=policy` when it carries signatures (RFC 8601
-/// 2.7.1: "some aspect of the signature ... was not acceptable to the
-/// ADMD") and `dkim=none` when it carries none; SPF is checked as usual.
-/// DMARC is then evaluated on SPF alone, and a DMARC failure is not turned
-/// into a request to reject, since a signature that was not checked might
-/// have passed.
+/// Messages larger than this are not DKIM-verified: hashing the body costs
+/// CPU time in proportion to its size, once for each canonicalisation and
+/// hash the signatures ask for (memory does not grow: the body is read in
+/// pieces). Such a message gets `dkim=policy` when it carries signatures
+/// (RFC 8601 2.7.1: "some aspect of the signature ... was not acceptable
+/// to the ADMD") and `dkim=none` when it carries none; SPF is checked as
+/// usual. DMARC is then evaluated on SPF alone, and a DMARC failure is not
+/// turned into a request to reject, since a signature that was not checked
+/// might have passed. The same goes for a header section over
+/// [`MAX_HEADER_SECTION`].
 pub const MAX_VERIFY_SIZE: usize = 16 * 1024 * 1024;
 /// RFC 6376 6.1: a verifier MAY limit the number of signatures it tries, to
 /// bound the DNS queries and public-key operations one message can cause.
 pub const MAX_SIGNATURES: usize = 5;
-/// How long one DNS query may take before it is retried (the resolv.conf
-/// default).
-pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a DNS query is tried.
-pub const DNS_ATTEMPTS: usize = 2;
+/// How long one DNS query may take before it is sent again. A recursive
+/// resolver that is still working on a name answers the repeated query
+/// from its cache.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a DNS query is tried before it is a temporary error.
+pub const DNS_ATTEMPTS: usize = 3;
+/// DNS answers kept across messages (positive and negative, each for its
+/// TTL, RFC 1035 3.2.1 and RFC 2308 5); the least recently used go first.
+pub const DNS_CACHE_ENTRIES: u64 = 8192;
+/// The longest an answer is kept, whatever its TTL.
+const DNS_MAX_POSITIVE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// RFC 2308 5: negative answers SHOULD NOT be kept longer than one to three
+/// hours.
+const DNS_MAX_NEGATIVE_TTL: Duration = Duration::from_secs(3600);
 /// RFC 7208 4.6.4: an SPF check may be given a time limit of no less than
-/// 20 seconds. DKIM runs at the same time with the same limit.
-const SPF_DKIM_DEADLINE: Duration = Duration::from_secs(20);
-/// DMARC needs the SPF and DKIM results, so it runs after them.
-const DMARC_DEADLINE: Duration = Duration::from_secs(10);
+/// 20 seconds. The body is hashed meanwhile.
+const SPF_DEADLINE: Duration = Duration::from_secs(20);
+/// DMARC needs the SPF and DKIM results, so it runs after them; DKIM's key
+/// lookups leave it at least this much of the whole check's time.
+const DMARC_RESERVE: Duration = Duration::from_secs(5);
 /// The longest a whole check can take: the SMTP session waits for it before
-/// it answers the message's final dot.
-pub const CHECK_DEADLINE: Duration = Duration::from_secs(SPF_DKIM_DEADLINE.as_secs() + DMARC_DEADLINE.as_secs());
+/// it answers the message's final dot (RFC 5321 4.5.3.2.6: the client
+/// waits 10 minutes for that answer).
+pub const CHECK_DEADLINE: Duration = Duration::from_secs(30);
+/// A lookup still unanswered after this long makes the verifier ask the
+/// resolver something it answers at once if it answers at all (a probe
+/// costs one query; a slow sender domain only costs that).
+const SLOW_AFTER: Duration = Duration::from_secs(1);
+/// How long a probe waits for the resolver's answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Probes unanswered in a row before the resolver is taken to be down:
+/// the checks then give temperror at once, without asking it, until a
+/// probe is answered again.
+pub const DOWN_AFTER: u32 = 2;
+/// How often a resolver that is down is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// RFC 6008 2: header.b holds enough of the signature to tell it from the
 /// others, at least 8 characters.
 const HEADER_B_LEN: usize = 8;
+/// resolv.conf(5): at most MAXNS (3) name servers are used.
+const MAX_NAME_SERVERS: usize = 3;
 
 /// Checks inbound mail against the sender domains' DNS records.
 #[derive(Clone)]
 pub struct Verifier {
-    auth: MessageAuthenticator,
+    auth: Arc<MessageAuthenticator>,
+    health: Arc<Health>,
+    servers: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").finish_non_exhaustive()
+        f.debug_struct("Verifier").field("servers", &self.servers).finish_non_exhaustive()
     }
+}
+
+/// Whether the resolver answers; see [`DOWN_AFTER`].
+struct Health {
+    /// true while the resolver is taken to be down.
+    down: watch::Sender<bool>,
+    /// A probe task is running.
+    probing: AtomicBool,
+    /// Asks without a cache, once, so that only the server can answer.
+    probe: TokioResolver,
 }
 
 /// The outcome of [`Verifier::check`].
@@ -77,6 +125,63 @@ pub struct Verdict {
     pub dmarc_policy_reject: bool,
     /// One line for the log, e.g. `spf=pass dkim=pass dmarc=pass`.
     pub summary: String,
+    /// The byte ranges of the message's Authentication-Results fields that
+    /// claim to be ours (see [`crate::forged_fields`]), to be removed.
+    pub forged: Vec<std::ops::Range<usize>>,
+}
+
+/// What [`Verifier::sender_spf`] found (RFC 7208 2.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderSpf {
+    /// The host is authorised to send for the domain.
+    Pass,
+    /// DNS did not answer in time (RFC 7208 2.6.6): try again later.
+    TempError,
+    /// Anything else: fail, softfail, neutral, none, permerror.
+    NotPass,
+}
+
+/// The name servers in resolv.conf(5) text: `nameserver` lines, port 53.
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nameserver") {
+            continue;
+        }
+        // An IPv6 address may carry a zone (fe80::1%eth0); it is not used.
+        if let Some(ip) = words.next().and_then(|w| w.split('%').next()).and_then(|w| w.parse::<IpAddr>().ok()) {
+            let addr = SocketAddr::new(ip, 53);
+            if !out.contains(&addr) && out.len() < MAX_NAME_SERVERS {
+                out.push(addr);
+            }
+        }
+    }
+    out
+}
+
+/// A resolver that asks `servers` over UDP and TCP only. DNS over TLS is
+/// never used, so hickory gets an empty trust store: it would otherwise
+/// load the system's CA certificates when it is built, and fail where
+/// there are none.
+fn resolver(servers: &[SocketAddr], opts: ResolverOpts) -> Result<TokioResolver, Error> {
+    let ns = servers
+        .iter()
+        .map(|addr| {
+            let mut server = NameServerConfig::udp_and_tcp(addr.ip());
+            for c in &mut server.connections {
+                c.port = addr.port();
+            }
+            server
+        })
+        .collect();
+    let config = ResolverConfig::from_parts(None, vec![], ns);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Resolver(e.to_string()))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default()).with_options(opts).with_tls_config(tls).build().map_err(|e| Error::Resolver(e.to_string()))
 }
 
 impl Verifier {
@@ -84,48 +189,98 @@ impl Verifier {
     /// loopback), or the servers in /etc/resolv.conf when `dns` is None.
     /// The server must resolve recursively for real mail.
     pub fn new(dns: Option<SocketAddr>) -> Result<Verifier, Error> {
-        use mail_auth::hickory_resolver::system_conf::read_system_conf;
-        let (config, mut opts) = match dns {
-            Some(addr) => {
-                let mut server = NameServerConfig::udp_and_tcp(addr.ip());
-                for c in &mut server.connections {
-                    c.port = addr.port();
-                }
-                (ResolverConfig::from_parts(None, vec![], vec![server]), ResolverOpts::default())
+        let servers = match dns {
+            Some(addr) => vec![addr],
+            None => {
+                let path = "/etc/resolv.conf";
+                let text = std::fs::read_to_string(path).map_err(|e| Error::Resolver(format!("{path}: {e}")))?;
+                resolv_conf_servers(&text)
             }
-            None => read_system_conf().map_err(|e| Error::Resolver(format!("/etc/resolv.conf: {e}")))?,
         };
+        Verifier::with_servers(&servers)
+    }
+
+    /// A verifier that asks `servers` (at most [`MAX_NAME_SERVERS`]).
+    pub fn with_servers(servers: &[SocketAddr]) -> Result<Verifier, Error> {
+        let servers: Vec<SocketAddr> = servers.iter().copied().take(MAX_NAME_SERVERS).collect();
+        if servers.is_empty() {
+            return Err(Error::Resolver("no name server configured (inbound.dns_server, or nameserver lines in /etc/resolv.conf)".into()));
+        }
+        let mut opts = ResolverOpts::default();
         opts.timeout = DNS_TIMEOUT;
         opts.attempts = DNS_ATTEMPTS;
-        let auth = MessageAuthenticator::new(config, opts).map_err(|e| Error::Resolver(e.to_string()))?;
-        Ok(Verifier { auth })
+        opts.cache_size = DNS_CACHE_ENTRIES;
+        opts.positive_max_ttl = Some(DNS_MAX_POSITIVE_TTL);
+        opts.negative_max_ttl = Some(DNS_MAX_NEGATIVE_TTL);
+        let auth = MessageAuthenticator(resolver(&servers, opts)?);
+        let mut probe_opts = ResolverOpts::default();
+        probe_opts.timeout = PROBE_TIMEOUT;
+        probe_opts.attempts = 1;
+        probe_opts.cache_size = 0;
+        let probe = resolver(&servers, probe_opts)?;
+        let health = Health { down: watch::Sender::new(false), probing: AtomicBool::new(false), probe };
+        Ok(Verifier { auth: Arc::new(auth), health: Arc::new(health), servers })
+    }
+
+    /// The name servers asked.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// The resolver has stopped answering: checks give temperror at once.
+    pub fn resolver_down(&self) -> bool {
+        *self.health.down.borrow()
+    }
+
+    /// Checks a message held in memory; see [`Verifier::check_source`].
+    /// Addresses may be written in UTF-8 when `mail_from` is not ASCII
+    /// (only an SMTPUTF8 transaction can have such a sender).
+    pub async fn check(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, message: &[u8], authserv_id: &str) -> Verdict {
+        let source = MessageSource::memory(message).smtputf8(!mail_from.is_ascii());
+        match self.check_source(peer_ip, helo, mail_from, &source, authserv_id).await {
+            Ok(v) => v,
+            // Reading memory does not fail; should it, the message is
+            // reported as not checked.
+            Err(e) => {
+                let header = auth_results::header(authserv_id, &[ResInfo::new("dkim", "temperror").reason(e.to_string())], false);
+                Verdict { header, dmarc_policy_reject: false, summary: format!("not checked: {e}"), forged: Vec::new() }
+            }
+        }
     }
 
     /// Checks a message received from `peer_ip`, which said `helo` and gave
     /// the reverse-path `mail_from` (empty for the null path `<>`).
     /// `authserv_id` names this server in the result (RFC 8601 2.5: the
-    /// host name is the usual choice). Never fails: DNS trouble becomes
-    /// `temperror` results, and the whole check ends within
-    /// [`CHECK_DEADLINE`].
-    pub async fn check(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, message: &[u8], authserv_id: &str) -> Verdict {
+    /// host name is the usual choice). DNS trouble becomes `temperror`
+    /// results, and the whole check ends within [`CHECK_DEADLINE`]. The
+    /// message is read once, in bounded pieces: only its header section
+    /// (at most [`MAX_HEADER_SECTION`] bytes) is kept while DNS is asked.
+    /// Fails only when the message cannot be read.
+    pub async fn check_source(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, source: &MessageSource<'_>, authserv_id: &str) -> Result<Verdict, Error> {
+        let started = Instant::now();
         let helo = helo.trim();
         let mail_from = mail_from.trim();
         let mail_from = mail_from.strip_prefix('<').and_then(|m| m.strip_suffix('>')).unwrap_or(mail_from);
+        let utf8 = source.is_smtputf8();
+        let down = self.health.down.subscribe();
 
+        let head = source.read_head().await.map_err(Error::Read)?;
+        let forged = auth_results::forged_fields(&head.bytes, authserv_id);
         // A message too large to verify is looked at up to its body only.
-        let oversize = message.len() > MAX_VERIFY_SIZE;
-        let input = if oversize {
-            let head = header_section(message);
-            &head[..head.len().min(MAX_VERIFY_SIZE)]
+        let skip = if !head.complete {
+            Some(format!("header section over {MAX_HEADER_SECTION} bytes"))
+        } else if source.len() > MAX_VERIFY_SIZE as u64 {
+            Some(format!("message over {MAX_VERIFY_SIZE} bytes"))
         } else {
-            message
+            None
         };
-        let mut parsed = AuthenticatedMessage::parse(input);
+        let mut parsed = AuthenticatedMessage::parse(&head.bytes);
         let signed = parsed.as_ref().is_some_and(|m| !m.dkim_headers.is_empty() || m.has_dkim_errors);
         if let Some(m) = parsed.as_mut() {
             m.dkim_headers.truncate(MAX_SIGNATURES);
             m.errors.truncate(MAX_SIGNATURES);
         }
+        let to_verify = parsed.as_ref().filter(|_| skip.is_none());
 
         // RFC 7208 2.4: the MAIL FROM identity; for the null reverse-path,
         // the HELO identity (as postmaster@<helo>).
@@ -136,20 +291,60 @@ impl Verifier {
                 SpfParameters::verify_mail_from(peer_ip, helo, authserv_id, mail_from)
             };
             let domain = spf_domain(helo, mail_from).to_string();
-            bounded(SPF_DKIM_DEADLINE, self.auth.verify_spf(params), || SpfOutput::new(domain).with_result(SpfResult::TempError)).await
+            self.bounded(SPF_DEADLINE, &down, self.auth.verify_spf(params), || SpfOutput::new(domain).with_result(SpfResult::TempError)).await
         };
-        let dkim = async {
-            match parsed.as_ref() {
-                Some(m) if !oversize => {
-                    bounded(SPF_DKIM_DEADLINE, self.auth.verify_dkim(m), || {
-                        m.dkim_headers.iter().map(|h| DkimOutput::temp_err(timed_out()).with_signature(&h.header)).collect()
-                    })
-                    .await
-                }
-                _ => Vec::new(),
+        // RFC 6376 3.7: one body hash per (canonicalisation, hash, l=),
+        // computed while SPF waits on DNS; the signatures' keys and the
+        // author domain's policy are asked for meanwhile, so that DKIM and
+        // DMARC find them in the cache.
+        let body = async {
+            let m = to_verify?;
+            if *down.borrow() {
+                return None;
             }
+            let wanted = m.body_hashes.iter().map(|(c, h, l, _)| (*c, *h, *l));
+            let prefetch = async {
+                let mut names: Vec<String> = m.dkim_headers.iter().map(|h| h.header.domain_key()).collect();
+                if let Some((_, d)) = m.from.first().and_then(|a| a.rsplit_once('@')) {
+                    names.push(format!("_dmarc.{d}."));
+                }
+                let lookups = names.iter().map(|n| self.auth.txt_raw_lookup(n.as_str()));
+                self.bounded(SPF_DEADLINE, &down, join_all(lookups), || ()).await;
+            };
+            let (hashed, ()) = tokio::join!(source.hash_body(head.bytes.len() as u64, BodyHashers::new(wanted)), prefetch);
+            Some(hashed.map(BodyHashers::finish))
         };
-        let (spf, dkim) = tokio::join!(spf, dkim);
+        let (spf, hashes) = tokio::join!(spf, body);
+
+        let mut read_error = None;
+        if let (Some(m), Some(hashes)) = (parsed.as_mut(), hashes) {
+            match hashes {
+                Ok(hashes) => {
+                    for (c, h, l, bh) in &mut m.body_hashes {
+                        if let Some((_, v)) = hashes.iter().find(|(k, _)| *k == (*c, *h, *l)) {
+                            *bh = v.clone();
+                        }
+                    }
+                }
+                Err(e) => read_error = Some(e),
+            }
+        }
+        if let Some(e) = &read_error {
+            tracing::warn!(error = %e, "cannot read a message back for its DKIM check");
+        }
+        let left = |reserve: Duration| CHECK_DEADLINE.saturating_sub(started.elapsed()).saturating_sub(reserve);
+        let dkim = match parsed.as_ref() {
+            Some(m) if skip.is_none() && read_error.is_none() => {
+                let fallback = || m.dkim_headers.iter().map(|h| DkimOutput::temp_err(timed_out()).with_signature(&h.header)).collect();
+                if hashes_done(m) {
+                    self.bounded(left(DMARC_RESERVE), &down, self.auth.verify_dkim(m), fallback).await
+                } else {
+                    fallback()
+                }
+            }
+            Some(m) if skip.is_none() => m.dkim_headers.iter().map(|h| DkimOutput::temp_err(mail_auth::Error::Io("cannot read the message".into())).with_signature(&h.header)).collect(),
+            _ => Vec::new(),
+        };
 
         let dmarc = match parsed.as_ref() {
             Some(m) => {
@@ -157,7 +352,7 @@ impl Verifier {
                 // FROM domain, or the HELO domain for the null path.
                 let params = DmarcParameters::new(m, &dkim, spf_domain(helo, mail_from), &spf);
                 let author = m.from.first().and_then(|a| a.rsplit_once('@')).map(|(_, d)| d.to_string()).unwrap_or_default();
-                bounded(DMARC_DEADLINE, self.auth.verify_dmarc(params), || {
+                self.bounded(left(Duration::ZERO), &down, self.auth.verify_dmarc(params), || {
                     DmarcOutput::default().with_domain(&author).with_spf_result(DmarcResult::TempError(timed_out())).with_dkim_result(DmarcResult::TempError(timed_out()))
                 })
                 .await
@@ -167,33 +362,132 @@ impl Verifier {
 
         let dmarc_result = dmarc.result();
         let dmarc_failed = matches!(dmarc_result, DmarcResult::Fail(_));
-        let unverified_signatures = oversize && signed;
+        let unverified_signatures = skip.is_some() && signed;
         let dmarc_policy_reject = dmarc_failed && dmarc.policy() == Policy::Reject && !unverified_signatures;
 
         let mut results = vec![spf_resinfo(&spf, peer_ip, helo, mail_from)];
-        let dkim_results = dkim_resinfos(&dkim, oversize, signed);
+        let dkim_results = dkim_resinfos(&dkim, skip.as_deref(), signed);
         results.extend(dkim_results.iter().cloned());
         results.push(dmarc_resinfo(&dmarc, &dmarc_result));
-        let header = auth_results::header(authserv_id, &results);
+        let header = auth_results::header(authserv_id, &results, utf8);
 
         let dkim_words: Vec<&str> = dkim_results.iter().map(|r| r.result).collect();
         let mut summary = format!("spf={} dkim={} dmarc={}", spf_keyword(spf.result()), dkim_words.join(","), dmarc_keyword(&dmarc_result));
         if dmarc_failed {
             summary.push_str(&format!(" (p={})", dmarc.policy()));
         }
-        if unverified_signatures {
-            summary.push_str(&format!(" (DKIM not verified: message over {MAX_VERIFY_SIZE} bytes)"));
+        if let (true, Some(why)) = (unverified_signatures, &skip) {
+            summary.push_str(&format!(" (DKIM not verified: {why})"));
+        }
+        if self.resolver_down() {
+            summary.push_str(" (resolver not answering)");
         }
         tracing::debug!(peer = %peer_ip, %summary, "message authentication");
-        Verdict { header, dmarc_policy_reject, summary }
+        Ok(Verdict { header, dmarc_policy_reject, summary, forged })
+    }
+
+    /// Checks only SPF for the MAIL FROM identity (RFC 7208 2.4), with the
+    /// same cache, deadline and resolver watch as [`Verifier::check`].
+    pub async fn sender_spf(&self, peer_ip: IpAddr, helo: &str, mail_from: &str, authserv_id: &str) -> SenderSpf {
+        let down = self.health.down.subscribe();
+        let params = SpfParameters::verify_mail_from(peer_ip, helo.trim(), authserv_id, mail_from);
+        let out = self.bounded(SPF_DEADLINE, &down, self.auth.verify_spf(params), || SpfOutput::new(String::new()).with_result(SpfResult::TempError)).await;
+        match out.result() {
+            SpfResult::Pass => SenderSpf::Pass,
+            SpfResult::TempError => SenderSpf::TempError,
+            _ => SenderSpf::NotPass,
+        }
+    }
+
+    /// Runs `work` for at most `limit`, and not at all or no longer once
+    /// the resolver is down; then returns `fallback()`. A lookup that is
+    /// slow has the resolver probed.
+    async fn bounded<T>(&self, limit: Duration, down: &watch::Receiver<bool>, work: impl Future<Output = T>, fallback: impl FnOnce() -> T) -> T {
+        let mut down = down.clone();
+        let work = async {
+            tokio::pin!(work);
+            tokio::select! {
+                v = &mut work => return v,
+                _ = tokio::time::sleep(SLOW_AFTER) => self.health.suspect(),
+            }
+            work.await
+        };
+        tokio::select! {
+            biased;
+            _ = down.wait_for(|d| *d) => fallback(),
+            r = tokio::time::timeout(limit, work) => r.unwrap_or_else(|_| fallback()),
+        }
     }
 }
 
-/// Runs `work` for at most `limit`; on time-out returns `on_timeout()`.
-async fn bounded<T>(limit: Duration, work: impl Future<Output = T>, on_timeout: impl FnOnce() -> T) -> T {
-    match tokio::time::timeout(limit, work).await {
-        Ok(v) => v,
-        Err(_) => on_timeout(),
+/// Every body hash a message's signatures need has been computed.
+fn hashes_done(m: &AuthenticatedMessage<'_>) -> bool {
+    m.body_hashes.iter().all(|(_, h, _, bh)| bh.len() == if *h == HashAlgorithm::Sha1 { 20 } else { 32 })
+}
+
+/// Awaits every future of `futs`, all at once; their outputs are dropped.
+async fn join_all<F: Future>(futs: impl Iterator<Item = F>) {
+    let mut futs: Vec<Option<std::pin::Pin<Box<F>>>> = futs.map(|f| Some(Box::pin(f))).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for slot in &mut futs {
+            if let Some(f) = slot {
+                if f.as_mut().poll(cx).is_ready() {
+                    *slot = None;
+                } else {
+                    pending = true;
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await
+}
+
+impl Health {
+    /// A lookup is slow: asks the resolver something it answers at once if
+    /// it is up. [`DOWN_AFTER`] unanswered probes in a row mark it down;
+    /// it is then probed every [`PROBE_INTERVAL`] until it answers.
+    fn suspect(self: &Arc<Health>) {
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut misses = 0u32;
+            loop {
+                if health.answers().await {
+                    if *health.down.borrow() {
+                        tracing::info!("DNS resolver answers again; SPF/DKIM/DMARC checks resume");
+                    }
+                    health.down.send_replace(false);
+                    break;
+                }
+                misses += 1;
+                if misses >= DOWN_AFTER && !*health.down.borrow() {
+                    tracing::warn!(probes = misses, "DNS resolver is not answering; SPF/DKIM/DMARC checks give temperror until it answers again");
+                    health.down.send_replace(true);
+                }
+                if *health.down.borrow() {
+                    tokio::time::sleep(PROBE_INTERVAL).await;
+                }
+            }
+            health.probing.store(false, Ordering::Release);
+        });
+    }
+
+    /// One query for the root's NS records, which a recursive resolver has
+    /// cached and any server answers one way or another (an error code is
+    /// an answer too).
+    async fn answers(&self) -> bool {
+        match tokio::time::timeout(PROBE_TIMEOUT * 2, self.probe.lookup(Name::root(), RecordType::NS)).await {
+            Ok(Ok(_)) | Ok(Err(NetError::Dns(_))) => true,
+            Ok(Err(_)) | Err(_) => false,
+        }
     }
 }
 
@@ -207,18 +501,6 @@ fn spf_domain<'a>(helo: &'a str, mail_from: &'a str) -> &'a str {
         helo
     } else {
         mail_from.rsplit_once('@').map_or(helo, |(_, d)| d)
-    }
-}
-
-/// The header section of a message, with the blank line that ends it (RFC
-/// 5322 2.1); the whole message when it has no body.
-pub(crate) fn header_section(message: &[u8]) -> &[u8] {
-    if message.starts_with(b"\r\n") {
-        return &message[..2];
-    }
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(p) => &message[..p + 4],
-        None => message,
     }
 }
 
@@ -258,10 +540,11 @@ fn spf_resinfo(spf: &SpfOutput, ip: IpAddr, helo: &str, mail_from: &str) -> ResI
 }
 
 /// One dkim result per signature tried (RFC 8601 2.7.1).
-fn dkim_resinfos(outputs: &[DkimOutput], oversize: bool, signed: bool) -> Vec<ResInfo> {
+/// `skip`: why the signatures were not verified.
+fn dkim_resinfos(outputs: &[DkimOutput], skip: Option<&str>, signed: bool) -> Vec<ResInfo> {
     if outputs.is_empty() {
-        return vec![if oversize && signed {
-            ResInfo::new("dkim", "policy").reason(format!("message over {MAX_VERIFY_SIZE} bytes; signatures not verified"))
+        return vec![if let (Some(why), true) = (skip, signed) {
+            ResInfo::new("dkim", "policy").reason(format!("{why}; signatures not verified"))
         } else {
             ResInfo::new("dkim", "none").reason("message not signed")
         }];
@@ -364,14 +647,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_section_ends_at_the_blank_line() {
-        assert_eq!(header_section(b"A: b\r\n\r\nbody\r\n\r\nmore"), b"A: b\r\n\r\n");
-        assert_eq!(header_section(b"\r\nbody"), b"\r\n");
-        assert_eq!(header_section(b"A: b\r\n"), b"A: b\r\n");
-        assert_eq!(header_section(b""), b"");
-    }
-
-    #[test]
     fn spf_identity() {
         assert_eq!(spf_domain("mx.example.test", "a@example.org"), "example.org");
         assert_eq!(spf_domain("mx.example.test", ""), "mx.example.test");
@@ -387,8 +662,23 @@ mod tests {
 
     #[test]
     fn deadlines_add_up() {
-        assert_eq!(CHECK_DEADLINE, SPF_DKIM_DEADLINE + DMARC_DEADLINE);
-        // RFC 7208 4.6.4: at least 20 seconds for SPF.
-        assert!(SPF_DKIM_DEADLINE >= Duration::from_secs(20));
+        // RFC 7208 4.6.4: at least 20 seconds for SPF, and DMARC still
+        // has its reserve after it.
+        assert!(SPF_DEADLINE >= Duration::from_secs(20));
+        assert!(SPF_DEADLINE + DMARC_RESERVE <= CHECK_DEADLINE);
+        // A query gives up well within the check.
+        assert!(DNS_TIMEOUT * DNS_ATTEMPTS as u32 <= SPF_DEADLINE / 2);
+        // RFC 5321 4.5.3.2.6: far below the client's 10 minutes.
+        assert!(CHECK_DEADLINE <= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn resolv_conf() {
+        let text = "# comment\nsearch example.test\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver 192.0.2.53\nnameserver bogus\nnameserver 192.0.2.1\nnameserver 192.0.2.2\n";
+        let got = resolv_conf_servers(text);
+        let want: Vec<SocketAddr> = vec!["192.0.2.53:53".parse().unwrap(), "[fe80::1]:53".parse().unwrap(), "192.0.2.1:53".parse().unwrap()];
+        assert_eq!(got, want);
+        assert!(resolv_conf_servers("").is_empty());
+        assert!(matches!(Verifier::with_servers(&[]), Err(Error::Resolver(_))));
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use testdns::{Named, Zone};
-use mailauth::{keygen, Algorithm, DkimKeyInfo, Signer, Verdict, Verifier, CHECK_DEADLINE, MAX_VERIFY_SIZE};
+use mailauth::{keygen, Algorithm, DkimKeyInfo, MessageSource, Signer, Verdict, Verifier, CHECK_DEADLINE, MAX_VERIFY_SIZE};
 
 /// The name this server reports results under (RFC 8601 2.5).
 const AUTHSERV_ID: &str = "mx.receiver.test";
@@ -168,6 +168,51 @@ async fn spf_dkim_dmarc_against_bind() {
     assert_well_formed(&v);
     assert!(!v.header.contains("\r\nX-Injected"), "{}", show(&v));
 
+    // A message the session has partly written to its spool file (after
+    // its own trace header) and partly holds in memory is read from both:
+    // the same verdict as for the whole message in memory.
+    let msg = message(&alice, "bob@receiver.test", "Spooled", &"A long line of the body.\r\n".repeat(20_000));
+    let signed = prepend(&rsa_signer.sign(&msg).expect("sign"), &msg);
+    let trace = b"Received: from mail.example.test by mx.receiver.test\r\n";
+    let split = signed.len() - 1234;
+    let spool = dir.path().join("spool-file");
+    fs::write(&spool, [&trace[..], &signed[..split]].concat()).expect("spool file");
+    let source = MessageSource::spooled(spool.clone(), trace.len() as u64, (trace.len() + split) as u64, &signed[split..]);
+    let v = verifier.check_source(ip(GOOD_IP), &helo, &alice, &source, AUTHSERV_ID).await.expect("readable");
+    assert!(has(&v, "spf=pass") && has(&v, "dkim=pass") && has(&v, "dmarc=pass"), "{}", show(&v));
+    let in_memory = verifier.check(ip(GOOD_IP), &helo, &alice, &signed, AUTHSERV_ID).await;
+    assert_eq!(v.header, in_memory.header);
+    // Changed in the part on disk: the body hash no longer matches.
+    let mut file = fs::read(&spool).expect("read spool");
+    let at = file.len() - 5000;
+    file[at] = b'!';
+    fs::write(&spool, &file).expect("spool file");
+    let v = verifier.check_source(ip(GOOD_IP), &helo, &alice, &source, AUTHSERV_ID).await.expect("readable");
+    assert!(has(&v, "dkim=fail") && v.header.contains("(body hash did not verify)"), "{}", show(&v));
+
+    // DNS answers are kept across messages, positive and negative: with
+    // BIND gone, the same checks give the same results, not temperror.
+    let msg = message(&alice, "bob@receiver.test", "Hello", "Signed and from the right place.");
+    let signed = prepend(&rsa_signer.sign(&msg).expect("sign"), &msg);
+    drop(named);
+    let v = verifier.check(ip(GOOD_IP), &helo, &alice, &signed, AUTHSERV_ID).await;
+    assert_eq!(v.summary, "spf=pass dkim=pass dmarc=pass", "{}", show(&v));
+    let v = verifier.check(ip(BAD_IP), "nowhere.test", stranger, &message(stranger, "bob@receiver.test", "Hi", "No records."), AUTHSERV_ID).await;
+    assert!(has(&v, "spf=none") && has(&v, "dmarc=none"), "{}", show(&v));
+}
+
+/// An SMTPUTF8 sender is written in UTF-8 (RFC 8616 3), not as '?'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtputf8_sender_is_reported_in_utf8() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let named = start_named(dir.path(), &[]);
+    let verifier = Verifier::new(Some(named.addr)).expect("verifier");
+    let jurgen = format!("jürgen@{RSA_DOMAIN}");
+    let msg = message(&jurgen, "bob@receiver.test", "Grüße", "UTF-8 throughout.");
+    let v = verifier.check(ip(GOOD_IP), "mail.example.test", &jurgen, &msg, AUTHSERV_ID).await;
+    assert!(v.header.contains(&format!("smtp.mailfrom={jurgen}")), "{}", show(&v));
+    assert!(!v.header.contains('?'), "{}", show(&v));
+    assert!(has(&v, "spf=pass"), "{}", show(&v));
     drop(named);
 }
 
@@ -220,4 +265,32 @@ async fn a_silent_dns_server_gives_temperror_in_bounded_time() {
     assert!(has(&v, "spf=temperror") && has(&v, "dmarc=temperror"), "{}", show(&v));
     assert!(!v.dmarc_policy_reject);
     eprintln!("silent DNS server: check took {took:?}");
+
+    // The resolver was probed and found silent: the next checks give
+    // temperror without asking it.
+    assert!(verifier.resolver_down(), "a silent resolver is noticed");
+    let started = Instant::now();
+    for _ in 0..3 {
+        let v = verifier.check(ip(GOOD_IP), "mail.example.test", &alice, &msg, AUTHSERV_ID).await;
+        assert!(has(&v, "spf=temperror") && v.summary.contains("resolver not answering"), "{}", show(&v));
+    }
+    let took = started.elapsed();
+    // Generous: three checks that waited on DNS would take minutes.
+    assert!(took < CHECK_DEADLINE, "took {took:?}");
+
+    // It answers again (BIND on the same port): the probes notice and
+    // the checks resume.
+    let port = silent.local_addr().expect("addr").port();
+    drop(silent);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = zone(&[]);
+    let named = testdns::start_on(dir.path(), port, &[], &[Zone { name: "test", text: &text, update_key: None }]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while verifier.resolver_down() {
+        assert!(Instant::now() < deadline, "the resolver's return was not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v = verifier.check(ip(GOOD_IP), "mail.example.test", &alice, &msg, AUTHSERV_ID).await;
+    assert!(has(&v, "spf=pass"), "{}", show(&v));
+    drop(named);
 }

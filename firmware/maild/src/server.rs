@@ -327,7 +327,8 @@ impl Node {
         let stats = store::blocking::call(STORE_START_DEADLINE, move || StatsRecorder::open(&s, &node)).await??;
         let instance = cluster::live::new_instance();
         let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
-        let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into() };
+        let (verifier, checks) = crate::config::inbound_verifier(&config.inbound);
+        let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into(), protections: vec![checks] };
         // The first heartbeat and live set before serving, so that leases
         // are judged against a real live set from the first session on.
         let heartbeat = Heartbeat::new(&store, info);
@@ -337,17 +338,6 @@ impl Node {
             Ok((heartbeat, read_live_set(&s, &node)?))
         })
         .await??;
-        let verifier = if config.inbound.verify {
-            match mailauth::Verifier::new(config.inbound.dns_server) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    tracing::warn!(error = %e, "SPF/DKIM/DMARC checks are off: no resolver");
-                    None
-                }
-            }
-        } else {
-            None
-        };
         let message_memory = config.limits.message_memory_total;
         let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
         Ok(Node { shared, listeners, heartbeat })

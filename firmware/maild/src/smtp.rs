@@ -281,6 +281,10 @@ impl Session {
             // RFC 6531 3.7.4.1: non-ASCII addresses need SMTPUTF8.
             return self.reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8").await;
         }
+        let (shared, helo) = (self.shared.clone(), self.helo.clone().unwrap_or_default());
+        if let Some((code, enhanced, text)) = local_sender_refusal(&shared, self.service, self.user.is_some(), self.peer.ip(), &helo, &from_str).await {
+            return self.reply(code, enhanced, &text).await;
+        }
         if let Some(user) = &self.user {
             // Submission: a user sends as themselves only.
             let own = Address::parse(&from_str).map_or(false, |a| &a == user);
@@ -431,10 +435,10 @@ impl Session {
             self.reply(554, "5.6.0", &format!("Message contains {what}; lines must end with CRLF")).await?;
         } else {
             if let (Service::Smtp, Some(verifier)) = (self.service, self.shared.verifier.as_ref()) {
-                match body.client_message().await {
-                    Ok(msg) => {
-                        let helo = self.helo.clone().unwrap_or_default();
-                        let v = verifier.check(self.peer.ip(), &helo, &tx.from, &msg, &self.shared.hostname()).await;
+                let helo = self.helo.clone().unwrap_or_default();
+                let source = body.auth_source().smtputf8(tx.smtputf8);
+                match verifier.check_source(self.peer.ip(), &helo, &tx.from, &source, &self.shared.hostname()).await {
+                    Ok(v) => {
                         tracing::info!(peer = %self.peer, result = %v.summary, "authentication checks");
                         if v.dmarc_policy_reject && self.shared.config.inbound.dmarc_reject {
                             // RFC 7489 6.7 and 10.3: the domain asks for
@@ -444,8 +448,7 @@ impl Session {
                         }
                         // RFC 8601 5: results claiming to be ours that came
                         // with the message are forgeries; they go.
-                        let forged = mailauth::forged_fields(&msg, &self.shared.hostname());
-                        body.insert_header(return_path_len, v.header, forged);
+                        body.insert_header(return_path_len, v.header, v.forged);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read a message back for its checks"),
                 }
@@ -639,6 +642,34 @@ impl Session {
     }
 }
 
+/// Mail "from" one of our own domains arriving on port 25 without
+/// authentication: the organisation's users send through submission
+/// (RFC 6409 3.1), so such a sender is refused (RFC 5321 3.3: a server
+/// may refuse at MAIL; 550 5.7.1, RFC 3463 3.8) unless the host passes
+/// the domain's SPF for this MAIL FROM identity (RFC 7208 2.4, checked
+/// at MAIL as RFC 7208 2.5 allows) or the cluster lists it as an
+/// outside sender. With the checks off, only a listed host may.
+async fn local_sender_refusal(shared: &Shared, service: Service, authenticated: bool, ip: std::net::IpAddr, helo: &str, from: &str) -> Option<(u16, &'static str, String)> {
+    if service != Service::Smtp || authenticated {
+        return None;
+    }
+    let (_, domain) = from.rsplit_once('@')?;
+    if !shared.store.is_local_domain(domain) {
+        return None;
+    }
+    if shared.store.settings().senders.is_outside_sender(ip) {
+        return None;
+    }
+    let refused = Some((550, "5.7.1", format!("<{from}>: {ip} may not send as {domain} here; our users send through submission")));
+    let Some(verifier) = shared.verifier.as_ref() else { return refused };
+    match verifier.sender_spf(ip, helo, from, &shared.hostname()).await {
+        mailauth::SenderSpf::Pass => None,
+        // RFC 7208 8.6: a temporary error may be answered with 451 4.4.3.
+        mailauth::SenderSpf::TempError => Some((451, "4.4.3", format!("<{from}>: cannot check the SPF record of {domain} now, try again later"))),
+        mailauth::SenderSpf::NotPass => refused,
+    }
+}
+
 /// Copies spooled message `old` into a new spool file with `header`
 /// inserted at byte `at`.
 /// A copy of a spooled message with `header` put at byte `at` and the
@@ -712,17 +743,14 @@ impl Body {
     }
 
     /// The message as the client sent it (without our trace headers), for
-    /// checks that need all of it.
-    async fn client_message(&self) -> Result<Vec<u8>, String> {
+    /// the checks to read in pieces: the spooled part from the file, then
+    /// what is still in memory.
+    fn auth_source(&self) -> mailauth::MessageSource<'_> {
         if self.spilled == 0 {
-            return Ok(self.mem[self.trace_len.min(self.mem.len())..].to_vec());
+            return mailauth::MessageSource::memory(&self.mem[self.trace_len.min(self.mem.len())..]);
         }
         let path = self.store.spool_dir(&self.node).join(&self.name);
-        let skip = self.trace_len;
-        let mut data = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        data.drain(..skip.min(data.len()));
-        data.extend_from_slice(&self.mem);
-        Ok(data)
+        mailauth::MessageSource::spooled(path, self.trace_len as u64, self.spilled, &self.mem)
     }
 
     /// Puts `header` at byte `at` of the stored message (within our trace

@@ -72,3 +72,68 @@ fn spf_dkim_dmarc_are_checked_and_reported() {
     let marked = files.iter().map(|p| std::fs::read_to_string(p).unwrap()).find(|d| d.contains("eve@strict.test")).expect("stored");
     assert!(marked.contains("spf=fail") && marked.contains("dmarc=fail"), "{marked}");
 }
+
+/// MAIL FROM one of our own domains on port 25, unauthenticated, from
+/// 127.0.0.1: (code, reply).
+fn mail_from(node: &Node, from: &str) -> (u16, String) {
+    let mut w = Wire::connect(node.smtp);
+    assert_eq!(w.reply().0, 220);
+    assert_eq!(w.smtp("EHLO client.test").0, 250);
+    let r = w.smtp(&format!("MAIL FROM:<{from}>"));
+    let _ = w.smtp("QUIT");
+    r
+}
+
+/// Port 25 takes our own domains as the envelope sender only from a host
+/// their SPF allows or one the cluster lists as an outside sender.
+#[test]
+fn our_own_domains_as_sender_need_spf_or_a_listing() {
+    let f = Fixture::new();
+    let bind_dir = f.dir.path().join("bind");
+    std::fs::create_dir(&bind_dir).unwrap();
+    // spf.test allows 127.0.0.1; example.test has no records at all.
+    let spf = zone("spf.test", "@ IN TXT \"v=spf1 ip4:127.0.0.1 -all\"\n");
+    let parent = zone("test", "");
+    let dns = start_named(&bind_dir, free_udp_tcp_port(), &[("spf.test", &spf), ("test", &parent)]);
+    // Both are our domains.
+    let settings = f.store.join("cluster.toml");
+    let text = std::fs::read_to_string(&settings).unwrap();
+    let both = text.replace("domains = [\"example.test\"]", "domains = [\"example.test\", \"spf.test\"]");
+    assert_ne!(both, text, "{text}");
+    std::fs::write(&settings, &both).unwrap();
+    let cfg = f.fast_config(&format!("[inbound]\ndns_server = \"127.0.0.1:{}\"\n", dns.port));
+    let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap()]);
+
+    let (code, reply) = mail_from(&node, "alice@example.test");
+    assert_eq!(code, 550, "{reply}");
+    assert!(reply.starts_with("550 5.7.1"), "{reply}");
+    // SPF passes for 127.0.0.1.
+    let (code, reply) = mail_from(&node, "anyone@spf.test");
+    assert_eq!(code, 250, "{reply}");
+    // Other domains are not ours to judge here.
+    assert_eq!(mail_from(&node, "carol@remote.test").0, 250);
+
+    // Listed as an outside sender: taken (the node follows cluster.toml).
+    std::fs::write(&settings, format!("{both}\n[senders]\noutside = [\"127.0.0.0/8\"]\n")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, reply) = mail_from(&node, "alice@example.test");
+        if code == 250 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the listing was not followed: {reply}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    drop(node);
+
+    // With the checks off, only a listed host may.
+    std::fs::write(&settings, &both).unwrap();
+    let off = f.fast_config("[inbound]\nverify = false\n");
+    let node = Node::start(&f, "node2", &["--config", off.to_str().unwrap()]);
+    let (code, reply) = mail_from(&node, "anyone@spf.test");
+    assert_eq!(code, 550, "{reply}");
+    drop(node);
+    std::fs::write(&settings, format!("{both}\n[senders]\noutside = [\"127.0.0.1\"]\n")).unwrap();
+    let node = Node::start(&f, "node3", &["--config", off.to_str().unwrap()]);
+    assert_eq!(mail_from(&node, "anyone@spf.test").0, 250);
+}

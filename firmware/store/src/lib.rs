@@ -45,6 +45,6 @@ pub use maildir::{MessageEntry, Spool};
 pub use queue::{Envelope, QueueEntry};
 pub use sweep::SweepReport;
 pub use store::{
-    ClusterLimits, ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
-    MIN_RECIPIENTS_LIMIT,
+    ClusterLimits, ClusterSettings, DnsSettings, Network, SenderSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
+    MAX_OUTSIDE_SENDERS, MIN_RECIPIENTS_LIMIT,
 };

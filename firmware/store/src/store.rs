@@ -55,6 +55,95 @@ pub struct ClusterSettings {
     /// Limits for every node; each one set overrides the node's own.
     #[serde(default, skip_serializing_if = "ClusterLimits::is_empty")]
     pub limits: ClusterLimits,
+    /// Who may send mail as the organisation's own domains from outside.
+    #[serde(default, skip_serializing_if = "SenderSettings::is_empty")]
+    pub senders: SenderSettings,
+}
+
+/// Networks listed as outside senders at most (a named bound on a list a
+/// person types).
+pub const MAX_OUTSIDE_SENDERS: usize = 256;
+
+/// `[senders]` of `cluster.toml`. On port 25 a message whose envelope
+/// sender is in one of our own domains is refused unless the sending host
+/// passes the domain's SPF or is listed here (a newsletter service, a
+/// partner's server sending as us).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SenderSettings {
+    /// Hosts and networks, `192.0.2.10`, `192.0.2.0/24`, `2001:db8::/32`.
+    #[serde(default)]
+    pub outside: Vec<String>,
+}
+
+impl SenderSettings {
+    pub fn is_empty(&self) -> bool {
+        self.outside.is_empty()
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.outside.len() > MAX_OUTSIDE_SENDERS {
+            return Err(format!("senders.outside: at most {MAX_OUTSIDE_SENDERS} networks"));
+        }
+        for n in &self.outside {
+            Network::parse(n).map_err(|e| format!("senders.outside: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether `ip` is in a listed network.
+    pub fn is_outside_sender(&self, ip: std::net::IpAddr) -> bool {
+        self.outside.iter().filter_map(|n| Network::parse(n).ok()).any(|n| n.contains(ip))
+    }
+}
+
+/// An address and prefix length (RFC 4632 3.1 for IPv4, RFC 4291 2.3 for
+/// IPv6); an address alone is one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Result<Network, String> {
+        let t = text.trim();
+        let (a, p) = match t.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (t, None),
+        };
+        let addr: std::net::IpAddr = a.parse().map_err(|_| format!("'{text}' is not an address or ADDRESS/PREFIX"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("'{text}': the prefix length must be 0 to {max}")),
+            },
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        // An IPv4 peer may come as an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2).
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let bits = |a: IpAddr| -> (u128, u32) {
+            match a {
+                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
+                IpAddr::V6(v) => (u128::from(v), 128),
+            }
+        };
+        let ((n, nw), (h, hw)) = (bits(self.addr), bits(ip));
+        if nw != hw {
+            return false;
+        }
+        let shift = nw - u32::from(self.prefix);
+        shift >= nw || (n >> shift) == (h >> shift)
+    }
 }
 
 /// RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per
@@ -198,7 +287,7 @@ impl Store {
         for d in ["mail", "queue", "spool", "cluster/nodes", "cluster/locks", "tls"] {
             fsutil::create_dir_durable(&root.join(d)).map_err(io_err(root))?;
         }
-        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None, limits: ClusterLimits::default() };
+        let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None, limits: ClusterLimits::default(), senders: SenderSettings::default() };
         let toml = toml::to_string(&settings).map_err(|e| StoreError::Settings { path: root.join("cluster.toml"), reason: e.to_string() })?;
         fsutil::write_atomic(&root.join("cluster.toml"), toml.as_bytes()).map_err(io_err(root))?;
         fsutil::write_atomic(&root.join("accounts"), b"").map_err(io_err(root))?;
@@ -323,7 +412,8 @@ impl Store {
         if s.domains.is_empty() || !s.domains.iter().all(|d| valid_domain(d)) {
             return Err(bad("domains must be a non-empty list of domain names".into()));
         }
-        s.limits.validate().map_err(bad)
+        s.limits.validate().map_err(bad)?;
+        s.senders.validate().map_err(bad)
     }
 
     pub fn on_nfs(&self) -> bool {
@@ -407,6 +497,36 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outside_sender_networks() {
+        let n = |t: &str| Network::parse(t).unwrap();
+        let ip = |t: &str| t.parse::<std::net::IpAddr>().unwrap();
+        assert!(n("192.0.2.0/24").contains(ip("192.0.2.200")));
+        assert!(!n("192.0.2.0/24").contains(ip("192.0.3.1")));
+        assert!(n("192.0.2.7").contains(ip("192.0.2.7")) && !n("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(n("0.0.0.0/0").contains(ip("203.0.113.9")) && !n("0.0.0.0/0").contains(ip("2001:db8::1")));
+        assert!(n("2001:db8::/32").contains(ip("2001:db8:ffff::1")) && !n("2001:db8::/32").contains(ip("2001:db9::1")));
+        assert!(n("192.0.2.0/24").contains(ip("::ffff:192.0.2.9")));
+        for bad in ["", "192.0.2.0/33", "2001:db8::/129", "example.test", "192.0.2.0/x", "192.0.2/24"] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        let s = SenderSettings { outside: vec!["192.0.2.0/24".into(), "2001:db8::1".into()] };
+        s.validate().unwrap();
+        assert!(s.is_outside_sender(ip("192.0.2.1")) && s.is_outside_sender(ip("2001:db8::1")) && !s.is_outside_sender(ip("127.0.0.1")));
+        assert!(SenderSettings { outside: vec!["nonsense".into()] }.validate().is_err());
+        assert!(SenderSettings { outside: vec!["192.0.2.1".into(); MAX_OUTSIDE_SENDERS + 1] }.validate().is_err());
+    }
+
+    #[test]
+    fn a_bad_outside_sender_in_the_file_is_refused() {
+        let path = Path::new("cluster.toml");
+        let base = "store_id = \"x\"\ndomains = [\"example.test\"]\nhostname = \"mx.example.test\"\n";
+        let s = Store::parse_settings(path, &format!("{base}[senders]\noutside = [\"192.0.2.0/24\"]\n")).unwrap();
+        assert_eq!(s.senders.outside, vec!["192.0.2.0/24"]);
+        assert!(Store::parse_settings(path, &format!("{base}[senders]\noutside = [\"192.0.2.0/99\"]\n")).is_err());
+        assert!(Store::parse_settings(path, base).unwrap().senders.is_empty());
+    }
 
     #[test]
     fn init_and_open() {

@@ -8,6 +8,10 @@ layout's network namespace) with Python's own smtplib and poplib.
     mailclient.py pop3 HOST USER PASSWORD
         Logs in (after STLS) and prints the subject of every message in the
         maildrop, one a line; deletes nothing.
+    mailclient.py auth-results HOST USER PASSWORD TOKEN
+        Logs in like pop3 and prints the Authentication-Results header
+        field(s) of the message whose subject is TOKEN, unfolded, one a
+        line; nothing when it has none.
     mailclient.py admin HOST PASSWORD
         Logs in to the box's HTTPS admin page (port 443) with the admin
         password and prints each node of the dashboard's live set as
@@ -72,6 +76,27 @@ def pop3(host, user, password):
         p.quit()
 
 
+def auth_results(host, user, password, token):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    p = poplib.POP3(host, 110, timeout=TIMEOUT)
+    try:
+        p.stls(context=ctx)
+        p.user(user)
+        p.pass_(password)
+        count, _ = p.stat()
+        for i in range(1, count + 1):
+            _, lines, _ = p.retr(i)
+            m = email.message_from_bytes(b"\r\n".join(lines))
+            if m.get("Subject", "") == token:
+                for v in m.get_all("Authentication-Results", []):
+                    print(" ".join(str(v).split()))
+                break
+    finally:
+        p.quit()
+
+
 def admin(host, password, restart=None, poweroff=False):
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -121,6 +146,8 @@ def main():
         send(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "pop3":
         pop3(*sys.argv[2:])
+    elif len(sys.argv) == 6 and sys.argv[1] == "auth-results":
+        auth_results(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "admin":
         admin(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "admin-restart":

@@ -426,6 +426,12 @@ async fn dashboard(State(app): AppState, headers: HeaderMap, Query(q): Query<Das
                 );
             }
             b.push_str("</table>\n");
+            // A protection that is off is never off silently.
+            for l in r.live.iter().filter(|l| l.state == "live") {
+                for p in &l.protections_off {
+                    let _ = writeln!(b, "<p class=\"problem protection-off\" id=\"protection-off-{}\">{}: {}</p>", id_part(&l.node), e(&l.node), e(p));
+                }
+            }
         }
         let _ = writeln!(b, "<p>Announcer lease: <span id=\"announcer\">{}</span></p></section>", e(&r.announcer));
         let _ = write!(b, "<section class=\"box\" id=\"dns\"><h2>DNS</h2><p id=\"dns-state\">{}</p>", e(&r.dns));
