@@ -30,28 +30,41 @@
 //!   from [`auth::LOGIN_DELAY_START`] to [`auth::LOGIN_DELAY_MAX`], during
 //!   which logins are answered 429 without looking at the password; at
 //!   most [`auth::MAX_PASSWORD_CHECKS`] argon2 checks at a time.
+//! - Connections: slots are taken after accept, at most
+//!   [`MAX_CONNECTIONS_PER_ADDRESS`] per address and
+//!   [`MAX_CONNECTIONS_PER_NETWORK`] per /24 or /64 out of
+//!   [`MAX_CONNECTIONS`]; a client at its cap replaces its own oldest
+//!   connection, and a full pool gives up a connection of the network
+//!   holding the most, or an idle one (see `conn`). Every phase has a
+//!   deadline: the TLS handshake, the request head, the whole body, idle
+//!   keep-alive, each write to the client, the connection's lifetime and
+//!   its number of requests.
 //! - Headers: a strict Content-Security-Policy, nosniff, no referrer, no
 //!   caching of pages. Everything from the store or the host is escaped.
 //!   No HSTS: the cluster certificate is self-signed until one is
 //!   uploaded, and HSTS would forbid clicking through the warning.
 
 mod auth;
+mod conn;
 mod html;
 mod multipart;
 mod pages;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{header, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tower::ServiceExt as _;
 
 use crate::commands::Host;
+use conn::Phase;
 
 pub use auth::{LOGIN_COOKIE, LOGIN_DELAY_MAX, LOGIN_DELAY_START, MAX_PASSWORD_CHECKS, SESSION_COOKIE};
 
@@ -66,32 +79,90 @@ pub mod fuzzing {
 pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
 /// A session ends this long after the login, whatever happens.
 pub const SESSION_MAX: Duration = Duration::from_secs(8 * 60 * 60);
-/// Connections served at once per node; more wait in the listen backlog.
+/// Connections served at once per node (each holds buffers and a TLS
+/// state; a box has 256 MiB). Slots are taken after accept, by the rules
+/// of [`MAX_CONNECTIONS_PER_ADDRESS`] and [`MAX_CONNECTIONS_PER_NETWORK`].
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one client address holds at most: a browser opens up to
+/// six per host. One more replaces that address's oldest connection (an
+/// idle one first), so one address can never take the pool.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
+/// Connections one network (IPv4 /24, IPv6 /64) holds at most, far below
+/// [`MAX_CONNECTIONS`]: a client owns a whole IPv6 /64, and often many
+/// addresses of an IPv4 /24. One more replaces that network's oldest.
+pub const MAX_CONNECTIONS_PER_NETWORK: usize = 16;
 /// Largest request body taken: a certificate upload is up to
 /// `maild::tls::MAX_PEM_BYTES` (64 KiB) of PEM, which form encoding may
 /// grow (up to three bytes per character in the worst case).
 pub const MAX_BODY_BYTES: usize = 4 * maild::tls::MAX_PEM_BYTES;
-/// A TLS handshake not done by then is dropped.
+/// A TLS handshake not done by then is dropped (silent connections).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's header must arrive within this (slow-header clients).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// No connection is kept longer than this (slow bodies, idle keep-alive).
+/// A connection without a request under way is closed after this long
+/// (after the handshake, and after each answer: idle keep-alive). A
+/// browser opens a new one when it needs one; Apache's default.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A whole request body must arrive within this: the largest,
+/// [`MAX_BODY_BYTES`], at about 13 KB/s; a body trickled a byte at a time
+/// cannot hold a slot longer.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// A write to a client that makes no progress for this long ends the
+/// connection (a client that asks and does not read).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests answered on one connection; the last answer says
+/// `Connection: close` (RFC 9112 9.6) and the connection ends.
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
+/// No connection is kept longer than this, whatever it does.
 pub const CONNECTION_MAX_LIFETIME: Duration = Duration::from_secs(10 * 60);
 /// On shutdown, requests under way get this long to finish.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// After a failed accept (out of descriptors), wait this long.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(200);
 
+/// The limits of the page's connections; [`Limits::default`] has the
+/// constants above (tests shorten the deadlines).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub connections: usize,
+    pub per_address: usize,
+    pub per_network: usize,
+    pub handshake: Duration,
+    pub header: Duration,
+    pub idle: Duration,
+    pub body: Duration,
+    pub write: Duration,
+    pub requests_per_connection: usize,
+    pub lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections: MAX_CONNECTIONS,
+            per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            per_network: MAX_CONNECTIONS_PER_NETWORK,
+            handshake: HANDSHAKE_TIMEOUT,
+            header: HEADER_READ_TIMEOUT,
+            idle: IDLE_TIMEOUT,
+            body: BODY_READ_TIMEOUT,
+            write: WRITE_TIMEOUT,
+            requests_per_connection: MAX_REQUESTS_PER_CONNECTION,
+            lifetime: CONNECTION_MAX_LIFETIME,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WebConfig {
     pub session_idle: Duration,
     pub session_max: Duration,
+    pub limits: Limits,
 }
 
 impl Default for WebConfig {
     fn default() -> Self {
-        WebConfig { session_idle: SESSION_IDLE, session_max: SESSION_MAX }
+        WebConfig { session_idle: SESSION_IDLE, session_max: SESSION_MAX, limits: Limits::default() }
     }
 }
 
@@ -141,40 +212,54 @@ impl App {
     }
 }
 
+/// What every connection task shares.
+#[derive(Clone)]
+struct Ctx {
+    acceptor: tokio_rustls::TlsAcceptor,
+    router: axum::Router,
+    pool: Arc<conn::Pool>,
+    limits: Arc<Limits>,
+    stop: watch::Receiver<bool>,
+    /// Held by every connection task: the channel closes when all ended.
+    live: mpsc::Sender<()>,
+}
+
 /// Serves the admin page on already-bound listeners until `shutdown` resolves.
 pub async fn serve(listeners: Vec<TcpListener>, host: Arc<dyn Host>, tls: Arc<rustls::ServerConfig>, cfg: WebConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
     let app = Arc::new(App::new(host, &cfg));
-    let router = pages::router(app);
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limits = cfg.limits;
+    let pool = conn::Pool::new(conn::Caps { total: limits.connections, per_address: limits.per_address, per_network: limits.per_network });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (live_tx, mut live_rx) = mpsc::channel::<()>(1);
+    let ctx = Ctx { acceptor: tokio_rustls::TlsAcceptor::from(tls), router: pages::router(app), pool, limits: Arc::new(limits), stop: stop_rx, live: live_tx };
     let mut loops = tokio::task::JoinSet::new();
     for l in listeners {
-        loops.spawn(accept_loop(l, acceptor.clone(), router.clone(), slots.clone(), stop_rx.clone()));
+        loops.spawn(accept_loop(l, ctx.clone()));
     }
+    drop(ctx);
     shutdown.await;
     let _ = stop_tx.send(true);
     while loops.join_next().await.is_some() {}
-    // Every slot free again means every connection has ended.
-    let max = u32::try_from(MAX_CONNECTIONS).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), slots.acquire_many(max)).await;
+    // The channel closes when every connection has ended.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), live_rx.recv()).await;
     Ok(())
 }
 
-async fn accept_loop(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(l: TcpListener, ctx: Ctx) {
+    let mut stop = ctx.stop.clone();
     loop {
-        let slot = tokio::select! {
-            s = slots.clone().acquire_owned() => match s { Ok(s) => s, Err(_) => return },
-            _ = stop.wait_for(|s| *s) => return,
-        };
         let accepted = tokio::select! {
             a = l.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
         match accepted {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, acceptor.clone(), router.clone(), stop.clone(), slot));
-            }
+            Ok((stream, peer)) => match ctx.pool.admit(peer.ip()) {
+                Some(admitted) => {
+                    tokio::spawn(connection(stream, peer, ctx.clone(), admitted));
+                }
+                // Dropped: closed at once.
+                None => tracing::debug!(%peer, "admin page: no connection slot free"),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "admin page: accept failed");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
@@ -183,36 +268,68 @@ async fn accept_loop(l: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, acceptor: tokio_rustls::TlsAcceptor, router: axum::Router, mut stop: watch::Receiver<bool>, _slot: OwnedSemaphorePermit) {
+async fn connection(stream: TcpStream, peer: SocketAddr, ctx: Ctx, admitted: conn::Admitted) {
+    let conn::Admitted { slot, mut closed } = admitted;
+    let Ctx { acceptor, router, limits, mut stop, live: _live, .. } = ctx;
+    let ends = tokio::time::Instant::now() + limits.lifetime;
     let _ = stream.set_nodelay(true);
+    let io = conn::WriteDeadline::new(stream, limits.write);
     // Not TLS (plain HTTP, a scanner) or too slow: dropped.
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "admin page: TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    let ip = ClientIp(peer.ip().to_canonical());
-    let svc = router.map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(ip);
-        req
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .serve_connection(TokioIo::new(tls), hyper_util::service::TowerToHyperService::new(svc));
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "admin page: connection ended");
+    let tls = tokio::select! {
+        r = tokio::time::timeout(limits.handshake, acceptor.accept(io)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "admin page: TLS handshake failed");
+                return;
             }
-            return;
+            Err(_) => return,
+        },
+        _ = &mut closed => return,
+        _ = stop.wait_for(|s| *s) => return,
+    };
+    let slot = Arc::new(slot);
+    slot.set_phase(Phase::Idle);
+    let ip = ClientIp(peer.ip().to_canonical());
+    let svc = {
+        let (slot, limits) = (slot.clone(), limits.clone());
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (router, slot, limits) = (router.clone(), slot.clone(), limits.clone());
+            async move {
+                slot.set_phase(Phase::Busy);
+                let n = slot.count_request();
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(ip);
+                let req = axum::extract::Request::from_parts(parts, axum::body::Body::new(conn::DeadlineBody::new(body, limits.body)));
+                let (mut parts, body) = router.oneshot(req).await?.into_parts();
+                if n >= limits.requests_per_connection {
+                    // RFC 9112 9.6: the last response on the connection says so.
+                    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(hyper::Response::from_parts(parts, conn::IdleWhenSent::new(body, slot)))
+            }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new().timer(TokioTimer::new()).header_read_timeout(limits.header).serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let mut phase = slot.watch();
+    loop {
+        let (now, since) = *phase.borrow_and_update();
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "admin page: connection ended");
+                }
+                return;
+            }
+            _ = &mut closed => {
+                tracing::debug!(%peer, "admin page: connection closed for another client");
+                return;
+            }
+            _ = tokio::time::sleep_until(ends) => return,
+            _ = tokio::time::sleep_until(since + limits.idle), if now == Phase::Idle => return,
+            _ = phase.changed() => {}
+            _ = stop.wait_for(|s| *s) => break,
         }
-        _ = tokio::time::sleep(CONNECTION_MAX_LIFETIME) => return,
-        _ = stop.wait_for(|s| *s) => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;

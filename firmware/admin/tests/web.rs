@@ -1,15 +1,16 @@
 //! The HTTPS admin page, over real TLS: login, sessions, CSRF, the lockout,
-//! escaping, and forms that run the command set against a store.
+//! escaping, forms that run the command set against a store, and the
+//! connection limits that keep the page reachable under hostile clients.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use admin::access::StoreAccess;
 use admin::process::{ProcessHost, ProcessInfo};
-use admin::web::{self, WebConfig};
+use admin::web::{self, Limits, WebConfig};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -18,7 +19,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 const PASSWORD: &str = "correct horse battery";
 const HOSTILE: &str = "<script>alert(1)</script>";
@@ -60,6 +61,10 @@ struct Server {
 }
 
 async fn start(node: &str, idle: Duration) -> Server {
+    start_with(node, WebConfig { session_idle: idle, ..WebConfig::default() }).await
+}
+
+async fn start_with(node: &str, cfg: WebConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = store::Store::init(&root, "example.test", None).unwrap();
@@ -73,7 +78,6 @@ async fn start(node: &str, idle: Duration) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let cfg = WebConfig { session_idle: idle, ..WebConfig::default() };
     let task = tokio::spawn(web::serve(vec![l], host, tls, cfg, async move {
         let _ = rx.await;
     }));
@@ -82,6 +86,10 @@ async fn start(node: &str, idle: Duration) -> Server {
 
 impl Server {
     fn client(&self) -> Client {
+        self.client_from("127.0.0.1")
+    }
+
+    fn connector(&self) -> tokio_rustls::TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -89,7 +97,12 @@ impl Server {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(Pinned { cert: self.cert.clone(), provider }))
             .with_no_client_auth();
-        Client { addr: self.addr, tls: tokio_rustls::TlsConnector::from(Arc::new(cfg)), cookies: BTreeMap::new() }
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    }
+
+    /// A client whose connections come from `local` (any of 127.0.0.0/8).
+    fn client_from(&self, local: &str) -> Client {
+        Client { addr: self.addr, local: local.parse().unwrap(), tls: self.connector(), cookies: BTreeMap::new() }
     }
 
     async fn set_password(&self, pw: &str) {
@@ -126,8 +139,16 @@ impl Resp {
 
 struct Client {
     addr: SocketAddr,
+    local: IpAddr,
     tls: tokio_rustls::TlsConnector,
     cookies: BTreeMap<String, String>,
+}
+
+/// A TCP connection to `addr` from the local address `local`.
+async fn tcp_from(addr: SocketAddr, local: IpAddr) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(SocketAddr::new(local, 0)).unwrap();
+    s.connect(addr).await.unwrap()
 }
 
 fn enc(s: &str) -> String {
@@ -147,7 +168,7 @@ fn csrf_of(body: &str) -> String {
 
 impl Client {
     async fn send(&mut self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>, extra: &[(&str, &str)]) -> Resp {
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let tcp = tcp_from(self.addr, self.local).await;
         let tls = self.tls.connect(ServerName::try_from("mail.example.test").unwrap(), tcp).await.unwrap();
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(conn);
@@ -492,5 +513,176 @@ async fn pages_run_the_command_set() {
     assert!(admin::password::verify_password(&hash, "new-pw"));
     let mut other = srv.client();
     assert_eq!(other.login("new-pw").await.status, 303);
+    srv.stop().await;
+}
+
+/// How long the page may take to answer while hostile clients hold
+/// connections: far below what they held it for before (the handshake
+/// deadline of 10 s, keep-alive and slow bodies for minutes).
+const REACHABLE_WITHIN: Duration = Duration::from_secs(5);
+/// Hostile connections opened from one address: more than the pool.
+const HOSTILE_CONNECTIONS: usize = web::MAX_CONNECTIONS + 6;
+
+/// How a hostile client holds a connection.
+#[derive(Debug, Clone, Copy)]
+enum Hold {
+    /// Connects and sends nothing.
+    Silent,
+    /// One request answered, then the connection kept open, idle.
+    KeepAlive,
+    /// `POST /login` whose body comes a byte a second.
+    SlowBody,
+}
+
+/// Opens a connection from `local` and holds it as `how`, saying on
+/// `established` when it is (connected, answered, body begun; or failed);
+/// ends when the server closes it.
+async fn hold(addr: SocketAddr, tls: tokio_rustls::TlsConnector, local: IpAddr, how: Hold, established: tokio::sync::mpsc::UnboundedSender<()>) {
+    let tcp = tcp_from(addr, local).await;
+    let name = ServerName::try_from("mail.example.test").unwrap();
+    let mut buf = [0u8; 1024];
+    match how {
+        Hold::Silent => {
+            let _ = established.send(());
+            let mut tcp = tcp;
+            while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+        }
+        Hold::KeepAlive => {
+            let answered = async {
+                let tls = tls.connect(name, tcp).await.ok()?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.ok()?;
+                let conn = tokio::spawn(conn);
+                let req = hyper::Request::builder().uri("/login").header("host", addr.to_string()).body(Full::new(Bytes::new())).unwrap();
+                let res = sender.send_request(req).await.ok()?;
+                assert_eq!(res.status(), 200);
+                res.into_body().collect().await.ok()?;
+                Some((sender, conn))
+            }
+            .await;
+            let _ = established.send(());
+            if let Some((_sender, conn)) = answered {
+                let _ = conn.await;
+            }
+        }
+        Hold::SlowBody => {
+            let Ok(tls) = tls.connect(name, tcp).await else {
+                let _ = established.send(());
+                return;
+            };
+            let (mut r, mut w) = tokio::io::split(tls);
+            let head = format!("POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\ncsrf=");
+            let begun = w.write_all(head.as_bytes()).await.is_ok() && w.flush().await.is_ok();
+            let _ = established.send(());
+            if !begun {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    n = r.read(&mut buf) => if !matches!(n, Ok(n) if n > 0) { return },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => if w.write_all(b"a").await.is_err() || w.flush().await.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+/// Opens `n` connections at once from each of `from`, held as `how`;
+/// returns when they are established (or after 30 s, when the server
+/// does not take them all).
+async fn attack(srv: &Server, from: &[&str], how: Hold, n: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut held = Vec::new();
+    for ip in from {
+        for _ in 0..n {
+            held.push(tokio::spawn(hold(srv.addr, srv.connector(), ip.parse().unwrap(), how, tx.clone())));
+        }
+    }
+    let want = (from.len() * n).min(web::MAX_CONNECTIONS);
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        for _ in 0..want {
+            rx.recv().await;
+        }
+    })
+    .await;
+    // Stragglers beyond the pool, if the server takes them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held
+}
+
+/// Connections of `held` the server has not closed.
+async fn still_open(held: &[tokio::task::JoinHandle<()>]) -> usize {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    held.iter().filter(|h| !h.is_finished()).count()
+}
+
+async fn reachable_from(srv: &Server, local: &str, how: Hold) {
+    let mut c = srv.client_from(local);
+    let r = tokio::time::timeout(REACHABLE_WITHIN, c.get("/login")).await.unwrap_or_else(|_| panic!("{how:?}: no answer from {local} within {REACHABLE_WITHIN:?}"));
+    assert_eq!(r.status, 200, "{how:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_shut_the_page_out() {
+    let srv = start("n1", Duration::from_secs(60)).await;
+    for how in [Hold::Silent, Hold::KeepAlive, Hold::SlowBody] {
+        let held = attack(&srv, &["127.0.0.1"], how, HOSTILE_CONNECTIONS).await;
+        // Another address of the same /24, and the attacker's own address
+        // (it competes only with itself: its oldest connection gives way).
+        reachable_from(&srv, "127.0.0.2", how).await;
+        reachable_from(&srv, "127.0.0.1", how).await;
+        let open = still_open(&held).await;
+        assert!(open <= web::MAX_CONNECTIONS_PER_ADDRESS, "{how:?}: {open} connections of one address kept");
+        for h in held {
+            h.abort();
+        }
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_full_of_a_few_networks_still_serves_another() {
+    // Bodies may take long here: the pool stays full for the whole test.
+    let limits = Limits { body: Duration::from_secs(300), ..Limits::default() };
+    let srv = start_with("n1", WebConfig { limits, ..WebConfig::default() }).await;
+    // Four /24s, two addresses each, each at its cap: every slot taken.
+    let from = ["127.0.1.1", "127.0.1.2", "127.0.2.1", "127.0.2.2", "127.0.3.1", "127.0.3.2", "127.0.4.1", "127.0.4.2"];
+    assert_eq!(from.len() * web::MAX_CONNECTIONS_PER_ADDRESS, web::MAX_CONNECTIONS);
+    let held = attack(&srv, &from, Hold::SlowBody, web::MAX_CONNECTIONS_PER_ADDRESS).await;
+    assert_eq!(still_open(&held).await, web::MAX_CONNECTIONS, "the pool takes them all");
+    reachable_from(&srv, "127.0.9.1", Hold::SlowBody).await;
+    assert_eq!(still_open(&held).await, web::MAX_CONNECTIONS - 1, "one connection gave way");
+    for h in held {
+        h.abort();
+    }
+    srv.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_phase_of_a_connection_has_a_deadline() {
+    let limit = Duration::from_secs(1);
+    let ends_within = Duration::from_secs(8);
+    let limits = Limits { handshake: limit, idle: limit, body: limit, requests_per_connection: 3, ..Limits::default() };
+    let srv = start_with("n1", WebConfig { limits, ..WebConfig::default() }).await;
+    let local: IpAddr = "127.0.0.1".parse().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    for how in [Hold::Silent, Hold::KeepAlive, Hold::SlowBody] {
+        let h = tokio::spawn(hold(srv.addr, srv.connector(), local, how, tx.clone()));
+        tokio::time::timeout(ends_within, h).await.unwrap_or_else(|_| panic!("{how:?}: connection not closed")).unwrap();
+    }
+
+    // Requests per connection: the last answer says so, and it ends.
+    let tls = srv.connector().connect(ServerName::try_from("mail.example.test").unwrap(), tcp_from(srv.addr, local).await).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    let conn = tokio::spawn(conn);
+    for i in 1..=3 {
+        let req = hyper::Request::builder().uri("/login").header("host", srv.addr.to_string()).body(Full::new(Bytes::new())).unwrap();
+        sender.ready().await.unwrap();
+        let res = sender.send_request(req).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let close = res.headers().get("connection").is_some_and(|v| v == "close");
+        assert_eq!(close, i == 3, "request {i}");
+        res.into_body().collect().await.unwrap();
+    }
+    tokio::time::timeout(ends_within, conn).await.expect("closed after its last request").unwrap().unwrap();
     srv.stop().await;
 }

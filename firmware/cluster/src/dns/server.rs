@@ -2,17 +2,18 @@
 //! UPDATEs: what `mailfort demo` announces to when no real DNS server is
 //! around.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 
 use super::client::parse_name;
 use super::error::{ServerError, Transport};
@@ -28,10 +29,27 @@ const UDP_RECV_BUFFER: usize = 65_535;
 const EDNS_PAYLOAD: u16 = 1232;
 /// RFC 6891 6.1.3: the only EDNS version there is.
 const EDNS_VERSION: u8 = 0;
-/// Simultaneous TCP clients served; more are closed at once.
+/// Simultaneous TCP clients served. When all are taken, a newcomer
+/// replaces a connection of the network holding the most (if it holds
+/// more than the newcomer's), else an idle one, else it is closed at once.
 const MAX_TCP_CLIENTS: usize = 32;
-/// RFC 7766 6.2.3: close idle TCP connections; seconds to wait for a message.
+/// TCP connections one address holds; one more replaces its oldest (idle
+/// first), so one address cannot take the slots (RFC 7766 6.2.2: servers
+/// may limit connections per client).
+const MAX_TCP_CLIENTS_PER_ADDRESS: usize = 4;
+/// TCP connections one network (IPv4 /24, IPv6 /64) holds, far below
+/// [`MAX_TCP_CLIENTS`]; one more replaces the network's oldest.
+const MAX_TCP_CLIENTS_PER_NETWORK: usize = 8;
+/// Prefix length of the IPv4 networks counted together.
+const IPV4_NETWORK_BITS: u32 = 24;
+/// Prefix length of the IPv6 networks counted together: a site has a /64
+/// at least (RFC 6177 3).
+const IPV6_NETWORK_BITS: u32 = 64;
+/// RFC 7766 6.2.3: close idle TCP connections; seconds to wait for a
+/// message, and for the whole of one message once it has begun.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// No TCP connection is kept longer than this, however it trickles.
+const TCP_CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Upper bound of one TCP write.
 const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages answered on one TCP connection before it is closed.
@@ -219,8 +237,142 @@ async fn udp_loop(socket: UdpSocket, shared: Arc<Shared>, mut shutdown: watch::R
     }
 }
 
+/// The network an address is counted in (IPv4-mapped IPv6 as IPv4).
+fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            IpAddr::V4((u32::from(v4) & (u32::MAX << (32 - IPV4_NETWORK_BITS))).into())
+        }
+        IpAddr::V6(v6) => {
+            IpAddr::V6((u128::from(v6) & (u128::MAX << (128 - IPV6_NETWORK_BITS))).into())
+        }
+    }
+}
+
+struct TcpClient {
+    address: IpAddr,
+    network: IpAddr,
+    /// Waiting for its next message: closing it loses nothing.
+    idle: bool,
+    since: Instant,
+    /// Dropped to close the connection (its receiver wakes).
+    _close: oneshot::Sender<()>,
+}
+
+/// The TCP connection slots, taken after accept.
+#[derive(Default)]
+struct TcpClients {
+    next: u64,
+    conns: HashMap<u64, TcpClient>,
+}
+
+impl TcpClients {
+    /// The connection to give up among those matching `f`: idle first,
+    /// then the oldest.
+    fn oldest(&self, f: impl Fn(&TcpClient) -> bool) -> Option<u64> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| f(c))
+            .min_by_key(|(id, c)| (!c.idle, c.since, **id))
+            .map(|(id, _)| *id)
+    }
+
+    fn count(&self, f: impl Fn(&TcpClient) -> bool) -> usize {
+        self.conns.values().filter(|c| f(c)).count()
+    }
+
+    /// Which connection a newcomer replaces: `Ok(None)` if a slot is free,
+    /// `Err(())` if it gets none.
+    fn victim(&self, address: IpAddr, network: IpAddr) -> Result<Option<u64>, ()> {
+        if self.count(|c| c.address == address) >= MAX_TCP_CLIENTS_PER_ADDRESS {
+            return self.oldest(|c| c.address == address).map(Some).ok_or(());
+        }
+        let mine = self.count(|c| c.network == network);
+        if mine >= MAX_TCP_CLIENTS_PER_NETWORK {
+            return self.oldest(|c| c.network == network).map(Some).ok_or(());
+        }
+        if self.conns.len() < MAX_TCP_CLIENTS {
+            return Ok(None);
+        }
+        let mut per_network: HashMap<IpAddr, usize> = HashMap::new();
+        for c in self.conns.values() {
+            *per_network.entry(c.network).or_default() += 1;
+        }
+        if let Some((&big, &n)) = per_network.iter().max_by_key(|(_, n)| **n) {
+            if n > mine + 1 {
+                return self.oldest(|c| c.network == big).map(Some).ok_or(());
+            }
+        }
+        self.oldest(|c| c.idle).map(Some).ok_or(())
+    }
+}
+
+/// A TCP connection's slot, given back when dropped.
+struct TcpSlot {
+    id: u64,
+    clients: Arc<Mutex<TcpClients>>,
+}
+
+fn lock_clients(clients: &Mutex<TcpClients>) -> MutexGuard<'_, TcpClients> {
+    // Every change is finished under the lock: a poisoned one is usable.
+    clients.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl TcpSlot {
+    /// A slot for a connection from `ip`, closing another if needed, and
+    /// what wakes when this one must close; `None`: refused.
+    fn admit(
+        clients: &Arc<Mutex<TcpClients>>,
+        ip: IpAddr,
+    ) -> Option<(TcpSlot, oneshot::Receiver<()>)> {
+        let address = ip.to_canonical();
+        let network = network(address);
+        let mut all = lock_clients(clients);
+        match all.victim(address, network) {
+            Err(()) => return None,
+            Ok(Some(id)) => {
+                all.conns.remove(&id);
+            }
+            Ok(None) => {}
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = all.next;
+        all.next += 1;
+        all.conns.insert(
+            id,
+            TcpClient {
+                address,
+                network,
+                idle: true,
+                since: Instant::now(),
+                _close: tx,
+            },
+        );
+        Some((
+            TcpSlot {
+                id,
+                clients: Arc::clone(clients),
+            },
+            rx,
+        ))
+    }
+
+    fn set_idle(&self, idle: bool) {
+        if let Some(c) = lock_clients(&self.clients).conns.get_mut(&self.id) {
+            c.idle = idle;
+            c.since = Instant::now();
+        }
+    }
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        lock_clients(&self.clients).conns.remove(&self.id);
+    }
+}
+
 async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+    let slots = Arc::new(Mutex::new(TcpClients::default()));
     let mut clients = JoinSet::new();
     loop {
         tokio::select! {
@@ -228,14 +380,17 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watc
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    let Some((slot, closed)) = TcpSlot::admit(&slots, peer.ip()) else {
                         tracing::debug!(%peer, "too many DNS TCP clients; closing");
                         continue;
                     };
                     let shared = Arc::clone(&shared);
                     clients.spawn(async move {
-                        serve_tcp(stream, &shared).await;
-                        drop(permit);
+                        tokio::select! {
+                            _ = serve_tcp(stream, &shared, &slot) => {}
+                            _ = closed => tracing::debug!(%peer, "DNS TCP connection closed for another client"),
+                            _ = tokio::time::sleep(TCP_CONNECTION_LIFETIME) => {}
+                        }
                     });
                 }
                 Err(e) => {
@@ -250,18 +405,27 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watc
 
 /// RFC 1035 4.2.2 / RFC 7766 8: two-octet length, then the message; several
 /// messages may follow on one connection.
-async fn serve_tcp(mut stream: TcpStream, shared: &Shared) {
+async fn serve_tcp(mut stream: TcpStream, shared: &Shared, slot: &TcpSlot) {
     for _ in 0..MAX_MESSAGES_PER_TCP_CONNECTION {
-        let mut len = [0u8; 2];
-        match timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut len)).await {
+        slot.set_idle(true);
+        let mut first = [0u8; 1];
+        match timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut first)).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let mut request = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        match timeout(TCP_IDLE_TIMEOUT, stream.read_exact(&mut request)).await {
-            Ok(Ok(_)) => {}
+        slot.set_idle(false);
+        // The rest of the message, once begun, within one deadline.
+        let request = timeout(TCP_IDLE_TIMEOUT, async {
+            let mut second = [0u8; 1];
+            stream.read_exact(&mut second).await?;
+            let mut request = vec![0u8; usize::from(u16::from_be_bytes([first[0], second[0]]))];
+            stream.read_exact(&mut request).await?;
+            Ok::<_, io::Error>(request)
+        });
+        let request = match request.await {
+            Ok(Ok(r)) => r,
             _ => return,
-        }
+        };
         let Some(answer) = handle(shared, &request, Transport::Tcp) else {
             continue;
         };
@@ -678,6 +842,99 @@ mod tests {
         let (tcp, _) = parse(&handle(&s, &q, Transport::Tcp).unwrap());
         assert!(!tcp.truncated());
         assert_eq!(tcp.answers().len(), 100);
+    }
+
+    /// A TCP connection to `to` from the local address `from`.
+    async fn tcp_from(to: SocketAddr, from: &str) -> TcpStream {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::new(from.parse().unwrap(), 0)).unwrap();
+        s.connect(to).await.unwrap()
+    }
+
+    /// One query over TCP from `from`; the answer's RCODE.
+    async fn tcp_query(to: SocketAddr, from: &str) -> io::Result<ResponseCode> {
+        let mut s = tcp_from(to, from).await;
+        let q = query("example.test", RecordType::SOA);
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed).await?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await?;
+        let mut answer = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut answer).await?;
+        Ok(Message::from_vec(&answer).unwrap().response_code())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_address_cannot_take_the_tcp_slots() {
+        let server = EmbeddedServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            "example.test",
+            key(),
+            ZoneData::default(),
+        )
+        .await
+        .unwrap();
+        let to = server.local_addr();
+        // More silent connections than there are slots, from one address.
+        let mut silent = Vec::new();
+        for _ in 0..MAX_TCP_CLIENTS + 8 {
+            silent.push(tcp_from(to, "127.0.0.1").await);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Another address is answered, and so is that one (its own oldest
+        // connection gives way), long before the idle timeout.
+        for from in ["127.0.0.2", "127.0.0.1"] {
+            let rcode = timeout(Duration::from_secs(5), tcp_query(to, from))
+                .await
+                .expect("answered in time")
+                .expect("not closed");
+            assert_eq!(rcode, ResponseCode::NoError, "{from}");
+        }
+        // Only the address's cap of connections stayed open.
+        let mut open = 0;
+        for s in &mut silent {
+            let mut b = [0u8; 1];
+            if timeout(Duration::from_millis(50), s.read(&mut b))
+                .await
+                .is_err()
+            {
+                open += 1;
+            }
+        }
+        assert!(
+            open <= MAX_TCP_CLIENTS_PER_ADDRESS,
+            "{open} connections of one address kept"
+        );
+        server.shutdown().await;
+    }
+
+    #[test]
+    fn a_full_table_gives_way_to_another_network() {
+        let clients = Arc::new(Mutex::new(TcpClients::default()));
+        let mut held = Vec::new();
+        for net in 0..MAX_TCP_CLIENTS / MAX_TCP_CLIENTS_PER_NETWORK {
+            for host in 0..MAX_TCP_CLIENTS_PER_NETWORK {
+                let ip = IpAddr::V4(Ipv4Addr::new(192, 0, net as u8, host as u8 + 1));
+                let (slot, rx) = TcpSlot::admit(&clients, ip).unwrap();
+                slot.set_idle(false);
+                held.push((slot, rx));
+            }
+        }
+        assert_eq!(lock_clients(&clients).conns.len(), MAX_TCP_CLIENTS);
+        let newcomer = TcpSlot::admit(&clients, "198.51.100.1".parse().unwrap());
+        assert!(newcomer.is_some(), "another network gets a slot");
+        let closed = held
+            .iter_mut()
+            .map(|(_, rx)| !matches!(rx.try_recv(), Err(oneshot::error::TryRecvError::Empty)))
+            .filter(|c| *c)
+            .count();
+        assert_eq!(closed, 1);
+        assert_eq!(lock_clients(&clients).conns.len(), MAX_TCP_CLIENTS);
+        assert_eq!(
+            network("2001:db8:1:2:3::9".parse().unwrap()),
+            "2001:db8:1:2::".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[tokio::test]
