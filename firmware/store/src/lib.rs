@@ -27,6 +27,7 @@ pub mod address;
 pub mod fsutil;
 pub mod lock;
 pub mod maildir;
+pub mod password;
 pub mod queue;
 pub mod stats;
 mod store;
@@ -35,6 +36,7 @@ pub use accounts::{Accounts, AccountError};
 pub use address::{Address, AddressError};
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use maildir::{MessageEntry, Spool};
+pub use password::PasswordError;
 pub use queue::{Envelope, QueueEntry};
 pub use store::{
     ClusterLimits, ClusterSettings, DnsSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
