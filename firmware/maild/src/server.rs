@@ -222,7 +222,7 @@ impl Node {
                 listeners.push((service, l));
             }
         }
-        let auth = Authenticator::new(store.clone(), &config.limits);
+        let auth = Authenticator::new(store.clone(), &config.limits, &config.node);
         let stats = StatsRecorder::open(&store, &config.node)?;
         let instance = cluster::live::new_instance();
         let services = listeners.iter().filter_map(|(s, l)| l.local_addr().ok().map(|a| format!("{s}={a}"))).collect();
