@@ -226,7 +226,12 @@ impl Wire {
     }
 
     pub fn try_connect(addr: SocketAddr) -> std::io::Result<Wire> {
-        let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Wire::from_stream(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))?)
+    }
+
+    /// A client on a connection made elsewhere (from a chosen source
+    /// address, say), with the same timeouts.
+    pub fn from_stream(sock: std::net::TcpStream) -> std::io::Result<Wire> {
         sock.set_read_timeout(Some(Duration::from_secs(20)))?;
         sock.set_write_timeout(Some(Duration::from_secs(20)))?;
         Ok(Wire { sock, buf: Vec::new() })
