@@ -346,7 +346,7 @@ impl LoginFailures {
     }
 
     /// Failures in the window from `ip`'s address and its network, all
-    /// writers together.
+    /// writers together, as last read (no store access).
     pub fn counts(&self, ip: IpAddr) -> (u32, u32) {
         let s = lock(&self.shared.state);
         let now = self.shared.now_ms(&s);
