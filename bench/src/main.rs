@@ -3,6 +3,7 @@
 //! Meant for loopback targets on the machine under test; every loop ends by
 //! count or time and every network step has a timeout.
 
+mod logins;
 mod maildir;
 mod msg;
 mod net;
@@ -30,6 +31,9 @@ enum Cmd {
     Smtp(smtp::SmtpArgs),
     /// Retrieve whole mailboxes over POP3 and report throughput.
     Pop3(pop3::Pop3Args),
+    /// Wrong passwords in parallel (submission and POP3) and the node's
+    /// resident memory after them, over idle.
+    Logins(logins::LoginsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +52,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Smtp(a) => smtp::run(a).await,
             Cmd::Pop3(a) => pop3::run(a).await,
+            Cmd::Logins(a) => logins::run(a).await,
         }
     });
     match res {

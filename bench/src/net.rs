@@ -22,13 +22,18 @@ impl Conn {
             .await
             .map_err(|_| anyhow!("connect to {target}: timed out after {t:?}"))?
             .with_context(|| format!("connect to {target}"))?;
+        Ok(Conn::from_stream(stream, t))
+    }
+
+    /// A connection made elsewhere (from a chosen source address, say).
+    pub fn from_stream(stream: TcpStream, t: Duration) -> Conn {
         stream.set_nodelay(true).ok();
         let (r, w) = stream.into_split();
-        Ok(Conn {
+        Conn {
             rd: BufReader::with_capacity(64 * 1024, r),
             wr: w,
             timeout: t,
-        })
+        }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<()> {

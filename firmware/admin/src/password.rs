@@ -1,17 +1,25 @@
-//! The admin password and account passwords: argon2id PHC strings, and
+//! The admin password and account passwords: argon2id PHC strings made
+//! and checked by the process's one verifier ([`store::password`], shared
+//! with the mail daemon: a few reused work buffers, a bounded queue), and
 //! the checks a new password must pass before it is hashed.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use store::PasswordError;
 
 /// Hashes a password the way the store does (argon2id, PHC string).
 pub fn hash_password(pw: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(pw.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    store::password::hash(pw).map_err(|e| e.to_string())
 }
 
+/// Checks `pw` against `hash`: Ok(false) for a wrong password, an error
+/// for a hash that cannot be checked or when too many checks are under
+/// way ([`PasswordError::Busy`]: try again). Blocks for the argon2 work.
+pub fn check_password(hash: &str, pw: &str) -> Result<bool, PasswordError> {
+    store::password::verify(hash, pw)
+}
+
+/// Whether `pw` matches `hash`; false also when it cannot be checked.
 pub fn verify_password(hash: &str, pw: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(pw.as_bytes(), &h).is_ok())
+    check_password(hash, pw).unwrap_or(false)
 }
 
 /// Checks a new password before it is hashed.
@@ -27,4 +35,3 @@ pub fn check_new_password(pw: &str) -> Result<(), String> {
     }
     Ok(())
 }
-

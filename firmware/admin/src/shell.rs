@@ -8,7 +8,7 @@ use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
 use crate::commands::{self, Action, Command, Host};
-use crate::password::{check_new_password, hash_password, verify_password};
+use crate::password::{check_new_password, check_password, hash_password};
 
 /// Longest input line taken (longer ones are refused whole).
 pub const MAX_INPUT: usize = 1024;
@@ -150,12 +150,21 @@ pub fn login(host: &dyn Host, term: &mut Terminal<'_>, node: &str) -> io::Result
             Some(h) => {
                 term.say(&format!("mailfort {node} console"))?;
                 let Some(pw) = term.read_secret("Password: ")? else { return Ok(false) };
-                if verify_password(&h, &pw) {
-                    return Ok(true);
+                match check_password(&h, &pw) {
+                    Ok(true) => return Ok(true),
+                    Ok(false) => {
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(LOGIN_DELAY_MAX);
+                        term.say("wrong password")?;
+                    }
+                    // The process's password checks are all taken (a flood
+                    // of logins on the network): not a failure of this one.
+                    Err(store::PasswordError::Busy) => term.say("too many password checks under way: try again in a moment")?,
+                    Err(e) => {
+                        std::thread::sleep(delay);
+                        term.say(&format!("cannot check the password: {e}"))?;
+                    }
                 }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(LOGIN_DELAY_MAX);
-                term.say("wrong password")?;
             }
         }
     }
@@ -319,6 +328,7 @@ fn expand_history(line: &str, history: &[String]) -> Result<Option<String>, Stri
 mod tests {
     use super::*;
     use crate::process::{ProcessHost, ProcessInfo};
+    use crate::password::verify_password;
     use store::Store;
 
     #[test]

@@ -26,10 +26,14 @@
 //!   when the browser says it comes from another site (`Sec-Fetch-Site`)
 //!   or names another origin (`Origin`; `null`, which browsers send under
 //!   `Referrer-Policy: no-referrer`, and absence are allowed).
-//! - Failed logins: a delay per client address (IPv6: per /64) doubling
-//!   from [`auth::LOGIN_DELAY_START`] to [`auth::LOGIN_DELAY_MAX`], during
-//!   which logins are answered 429 without looking at the password; at
-//!   most [`auth::MAX_PASSWORD_CHECKS`] argon2 checks at a time.
+//! - Failed logins: counted per client address and network in the store,
+//!   together with SMTP's and POP3's on every node
+//!   ([`store::login_failures`]); a delay doubling from
+//!   [`auth::LOGIN_DELAY_START`] to [`auth::LOGIN_DELAY_MAX`], and a
+//!   refusal after too many, during which logins are answered 429 without
+//!   looking at the password; argon2 checks in the process's one verifier
+//!   (at most [`auth::MAX_PASSWORD_CHECKS`] at a time, a bounded queue,
+//!   then 503).
 //! - Connections: slots are taken after accept, at most
 //!   [`MAX_CONNECTIONS_PER_ADDRESS`] per address and
 //!   [`MAX_CONNECTIONS_PER_NETWORK`] per /24 or /64 out of
@@ -60,7 +64,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt as _;
 
 use crate::commands::Host;
@@ -174,9 +178,7 @@ pub(crate) struct ClientIp(pub IpAddr);
 pub(crate) struct App {
     host: Arc<dyn Host>,
     sessions: auth::Sessions,
-    lockout: auth::Lockout,
-    /// Argon2 checks under way (about 19 MiB each).
-    password_checks: Arc<Semaphore>,
+    lockout: Arc<auth::Lockout>,
     /// One host call at a time: the host's store access refuses a second
     /// call while one is under way.
     host_lock: Arc<tokio::sync::Mutex<()>>,
@@ -184,11 +186,12 @@ pub(crate) struct App {
 
 impl App {
     fn new(host: Arc<dyn Host>, cfg: &WebConfig) -> App {
+        let named = host.clone();
+        let lockout = Arc::new(auth::Lockout::new(host.store().root().to_path_buf(), Box::new(move || named.node().node)));
         App {
             host,
             sessions: auth::Sessions::new(cfg.session_idle, cfg.session_max),
-            lockout: auth::Lockout::default(),
-            password_checks: Arc::new(Semaphore::new(auth::MAX_PASSWORD_CHECKS)),
+            lockout,
             host_lock: Arc::new(tokio::sync::Mutex::new(())),
         }
     }

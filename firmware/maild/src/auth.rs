@@ -1,40 +1,57 @@
-//! Password checks shared by SMTP AUTH and POP3: bounded concurrency for
-//! the (deliberately expensive) argon2 work, and a delay after failures
-//! that grows with repeated failures from the same client address.
+//! Password checks shared by SMTP AUTH and POP3.
+//!
+//! - The argon2 work runs in the process's one verifier
+//!   ([`store::password`]): a few reused work buffers, at most
+//!   `max_concurrent_auth` checks at once and a bounded queue; a check that
+//!   finds the queue full is a temporary failure, never an unbounded wait.
+//! - Failures are counted per client address and per network in the store
+//!   ([`store::login_failures`]), for all sessions, services and nodes
+//!   together (the admin page's too). A client with too many is refused
+//!   without its password being looked at (no argon2 work); after each
+//!   failure the session waits out a delay that doubles from
+//!   `auth_fail_delay_ms` to `auth_fail_delay_max_ms`.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use store::{Address, Store};
-use tokio::sync::Semaphore;
+use store::login_failures::{LoginFailures, Policy, Refusal};
+use store::{AccountError, Address, PasswordError, Store, Verdict};
 
 use crate::config::Limits;
 
-/// Failures older than this are forgotten.
-const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-/// Entries kept in the failure table at most (a bound against address
-/// spraying); the oldest are dropped first.
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
+/// What became of a login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthOutcome {
+    Accepted(Address),
+    /// Wrong credentials (answered after the penalty delay).
+    Rejected,
+    /// Not decided now; the client should try again later (RFC 4954 6:
+    /// 454 4.7.0; RFC 3206 4: POP3 [SYS/TEMP]). The text says why, for
+    /// people.
+    TryLater(&'static str),
+}
 
 pub struct Authenticator {
     store: Arc<Store>,
-    permits: Semaphore,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-    base_delay: Duration,
+    failures: Arc<LoginFailures>,
     max_delay: Duration,
 }
 
+/// Runs `f` on the blocking pool; None if it panicked.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
 impl Authenticator {
-    pub fn new(store: Arc<Store>, limits: &Limits) -> Authenticator {
-        Authenticator {
-            store,
-            permits: Semaphore::new(limits.max_concurrent_auth),
-            failures: Mutex::new(HashMap::new()),
-            base_delay: Duration::from_millis(limits.auth_fail_delay_ms),
-            max_delay: Duration::from_millis(limits.auth_fail_delay_max_ms),
-        }
+    /// The checks of node `node` (its failures are written as
+    /// `<node>-mail` in the store).
+    pub fn new(store: Arc<Store>, limits: &Limits, node: &str) -> Authenticator {
+        store::password::verifier().set_workers(limits.max_concurrent_auth);
+        let max_delay = Duration::from_millis(limits.auth_fail_delay_max_ms);
+        let policy = Policy { delay_start: Duration::from_millis(limits.auth_fail_delay_ms), delay_max: max_delay, ..Policy::default() };
+        let failures = Arc::new(LoginFailures::new(store.root(), &format!("{node}-mail"), policy));
+        Authenticator { store, failures, max_delay }
     }
 
     /// The account a login name means: a full address, or a bare name in
@@ -50,64 +67,49 @@ impl Authenticator {
         }
     }
 
-    /// Checks a login. On failure, waits out the penalty delay before
-    /// returning, so that guessing is slow.
-    pub async fn check(&self, login: &str, password: &str, peer: IpAddr) -> Option<Address> {
-        let ok = match self.account(login) {
-            Some(addr) => {
-                let permit = self.permits.acquire().await.ok()?;
-                let store = self.store.clone();
-                let pw = password.to_string();
-                let a = addr.clone();
-                let r = tokio::task::spawn_blocking(move || store.accounts().verify(&a, &pw)).await;
-                drop(permit);
-                match r {
-                    Ok(Ok(true)) => Some(addr),
-                    Ok(Ok(false)) => None,
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %e, "account table unreadable");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "password check failed");
-                        None
-                    }
-                }
+    /// Checks a login from `peer`. A wrong password returns only after the
+    /// penalty delay, so that guessing is slow.
+    pub async fn check(&self, login: &str, password: &str, peer: IpAddr) -> AuthOutcome {
+        let f = self.failures.clone();
+        match blocking(move || f.check(peer)).await {
+            Some(Verdict::Allowed) => {}
+            Some(Verdict::Refused { why, retry_after }) => {
+                tracing::info!(%peer, login, why = ?why, retry_after_s = retry_after.as_secs(), "authentication refused unchecked");
+                return AuthOutcome::TryLater(match why {
+                    Refusal::Delay => "Too soon after a failed authentication, try again later",
+                    Refusal::Address | Refusal::Network => "Too many failed authentications from your network, try again later",
+                });
             }
-            None => None,
-        };
-        match ok {
-            Some(addr) => {
-                if let Ok(mut f) = self.failures.lock() {
-                    f.remove(&peer);
-                }
-                Some(addr)
+            None => return AuthOutcome::TryLater("Temporary authentication failure"),
+        }
+        let Some(addr) = self.account(login) else { return self.failed(peer, login).await };
+        let (store, pw, a) = (self.store.clone(), password.to_string(), addr.clone());
+        match blocking(move || store.accounts().verify(&a, &pw)).await {
+            Some(Ok(true)) => {
+                self.failures.succeeded(peer);
+                AuthOutcome::Accepted(addr)
+            }
+            Some(Ok(false)) => self.failed(peer, login).await,
+            Some(Err(AccountError::Password(PasswordError::Busy))) => {
+                tracing::warn!(%peer, login, "authentication refused: too many password checks at once");
+                AuthOutcome::TryLater("Too many authentications at once, try again in a moment")
+            }
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot check a password");
+                AuthOutcome::TryLater("Temporary authentication failure")
             }
             None => {
-                let delay = self.record_failure(peer);
-                tracing::info!(%peer, login, delay_ms = delay.as_millis() as u64, "authentication failed");
-                tokio::time::sleep(delay).await;
-                None
+                tracing::error!("password check panicked");
+                AuthOutcome::TryLater("Temporary authentication failure")
             }
         }
     }
 
-    fn record_failure(&self, peer: IpAddr) -> Duration {
-        let Ok(mut f) = self.failures.lock() else { return self.max_delay };
-        let now = Instant::now();
-        if f.len() >= MAX_TRACKED_ADDRESSES {
-            f.retain(|_, (_, t)| now.duration_since(*t) < FAILURE_MEMORY);
-            if f.len() >= MAX_TRACKED_ADDRESSES {
-                f.clear();
-            }
-        }
-        let e = f.entry(peer).or_insert((0, now));
-        if now.duration_since(e.1) > FAILURE_MEMORY {
-            e.0 = 0;
-        }
-        e.0 += 1;
-        e.1 = now;
-        let factor = 1u32 << (e.0 - 1).min(16);
-        (self.base_delay * factor).min(self.max_delay)
+    async fn failed(&self, peer: IpAddr, login: &str) -> AuthOutcome {
+        let f = self.failures.clone();
+        let delay = blocking(move || f.failed(peer)).await.unwrap_or(self.max_delay);
+        tracing::info!(%peer, login, delay_ms = delay.as_millis() as u64, "authentication failed");
+        tokio::time::sleep(delay).await;
+        AuthOutcome::Rejected
     }
 }

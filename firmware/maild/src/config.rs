@@ -77,12 +77,15 @@ pub struct Limits {
     /// Bytes of message data one session keeps in memory before it spills.
     pub message_memory_per_session: usize,
     /// Delay after the first failed authentication; it doubles with each
-    /// further failure from the same address, up to `auth_fail_delay_max_ms`.
+    /// further failure from the same address (on any node, counted in the
+    /// store), up to `auth_fail_delay_max_ms`.
     pub auth_fail_delay_ms: u64,
     pub auth_fail_delay_max_ms: u64,
     /// Failed authentications in one session before it is closed.
     pub max_auth_failures: u32,
-    /// Password checks (argon2, ~19 MiB each) running at once.
+    /// Password checks (argon2, a 19 MiB work buffer each) running at once
+    /// in the process, the admin page's included
+    /// (`store::password::CHECK_WORKERS` by default).
     pub max_concurrent_auth: usize,
     /// Seconds a shutdown waits for transactions in progress.
     pub shutdown_grace_secs: u64,
@@ -116,7 +119,7 @@ impl Default for Limits {
             auth_fail_delay_ms: 1000,
             auth_fail_delay_max_ms: 16_000,
             max_auth_failures: 3,
-            max_concurrent_auth: 2,
+            max_concurrent_auth: store::password::CHECK_WORKERS,
             shutdown_grace_secs: 30,
             maildrop_lock_ttl_secs: 60,
             store_probe_deadline_ms: 3000,

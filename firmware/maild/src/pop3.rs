@@ -11,6 +11,7 @@ use proto::pop3::{parse_command, Command, Error as ParseError, MAX_COMMAND_LINE}
 use store::{Address, LockError, MaildropLock, MessageEntry};
 use tokio::io::AsyncReadExt;
 
+use crate::auth::AuthOutcome;
 use crate::conn::{Conn, ConnError};
 use crate::server::Shared;
 
@@ -259,10 +260,21 @@ impl Session {
             self.err("[SYS/TEMP] mail store unavailable, try again later").await?;
             return Ok(Flow::Continue);
         }
-        let Some(user) = self.shared.auth.check(login, password, self.peer.ip()).await else {
+        let user = match self.shared.auth.check(login, password, self.peer.ip()).await {
+            AuthOutcome::Accepted(user) => Some(user),
+            AuthOutcome::Rejected => {
+                // RFC 3206 3: [AUTH] for a credentials problem.
+                self.err("[AUTH] authentication failed").await?;
+                None
+            }
+            AuthOutcome::TryLater(why) => {
+                // RFC 3206 4: [SYS/TEMP] for a temporary problem.
+                self.err(&format!("[SYS/TEMP] {why}")).await?;
+                None
+            }
+        };
+        let Some(user) = user else {
             self.auth_failures += 1;
-            // RFC 3206 3: [AUTH] for a credentials problem.
-            self.err("[AUTH] authentication failed").await?;
             if self.auth_failures >= self.shared.config.limits.max_auth_failures {
                 return Ok(Flow::Close);
             }

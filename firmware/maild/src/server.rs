@@ -322,7 +322,7 @@ impl Node {
                 listeners.push((service, l));
             }
         }
-        let auth = Authenticator::new(store.clone(), &config.limits);
+        let auth = Authenticator::new(store.clone(), &config.limits, &config.node);
         let (s, node) = (store.clone(), config.node.clone());
         let stats = store::blocking::call(STORE_START_DEADLINE, move || StatsRecorder::open(&s, &node)).await??;
         let instance = cluster::live::new_instance();

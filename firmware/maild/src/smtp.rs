@@ -10,6 +10,7 @@ use proto::data::DataDecoder;
 use proto::smtp::{parse_command, Command, Error as ParseError, ForwardPath, Mailbox, Params};
 use store::{Address, Envelope, Spool, Store};
 
+use crate::auth::AuthOutcome;
 use crate::config::SessionLimits;
 use crate::conn::{Conn, ConnError};
 use crate::memory::MemoryBudget;
@@ -621,17 +622,21 @@ impl Session {
             return Ok(Flow::Continue);
         };
         match self.shared.auth.check(&login, &password, self.peer.ip()).await {
-            Some(addr) => {
+            AuthOutcome::Accepted(addr) => {
                 tracing::info!(peer = %self.peer, user = %addr, "authenticated");
                 self.user = Some(addr);
                 // RFC 4954 6
                 self.reply(235, "2.7.0", "Authentication successful").await?;
                 Ok(Flow::Continue)
             }
-            None => {
+            outcome => {
                 self.auth_failures += 1;
-                // RFC 4954 6: 535 5.7.8 for bad credentials.
-                self.reply(535, "5.7.8", "Authentication credentials invalid").await?;
+                match outcome {
+                    // RFC 4954 6: 454 4.7.0 for a temporary failure.
+                    AuthOutcome::TryLater(why) => self.reply(454, "4.7.0", why).await?,
+                    // RFC 4954 6: 535 5.7.8 for bad credentials.
+                    _ => self.reply(535, "5.7.8", "Authentication credentials invalid").await?,
+                }
                 if self.auth_failures >= self.shared.config.limits.max_auth_failures {
                     self.reply(421, "4.7.0", "Too many failed authentications, closing connection").await?;
                     return Ok(Flow::Close);

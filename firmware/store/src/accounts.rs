@@ -13,15 +13,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
-
 use crate::address::{Address, AddressError};
 use crate::fsutil;
+use crate::password::{self, PasswordError};
 
-/// Passwords longer than this are refused: argon2 takes any length, but a
-/// bound keeps a hostile client from making us hash megabytes.
-pub const MAX_PASSWORD: usize = 1024;
+pub use crate::password::MAX_PASSWORD;
 /// How long a writer waits for another writer's lock on the table.
 const WRITE_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// A write lock older than this was left by a crashed writer.
@@ -37,18 +33,12 @@ pub enum AccountError {
     NoSuchUser(Address),
     #[error("the domain of {0} is not one of this store's domains")]
     ForeignDomain(Address),
-    #[error("the password is empty")]
-    EmptyPassword,
-    #[error("the password is longer than {MAX_PASSWORD} bytes")]
-    PasswordTooLong,
-    #[error("the password contains a line break or NUL")]
-    PasswordBadChar,
+    #[error(transparent)]
+    Password(#[from] PasswordError),
     #[error("the accounts file is corrupt at line {line}: {reason}")]
     Corrupt { line: usize, reason: String },
     #[error("another change to the accounts is in progress (lock {0} held); try again")]
     Busy(PathBuf),
-    #[error("password hashing failed: {0}")]
-    Hash(String),
     #[error("accounts I/O error: {0}")]
     Io(#[from] io::Error),
 }
@@ -104,23 +94,20 @@ impl Accounts {
         Ok(self.table()?.keys().cloned().collect())
     }
 
-    /// Checks a password. `Ok(false)` for a wrong password and for an
-    /// unknown user alike; the caller must not tell them apart to a client.
-    /// This costs an argon2 evaluation: call it off the async threads.
+    /// Checks a password with the process's verifier
+    /// ([`password::verifier`]). `Ok(false)` for a wrong password and for
+    /// an unknown user alike; the caller must not tell them apart to a
+    /// client. This costs an argon2 evaluation and may wait for a turn
+    /// (`AccountError::Password(PasswordError::Busy)` when too many checks
+    /// are under way): call it off the async threads.
     pub fn verify(&self, addr: &Address, password: &str) -> Result<bool, AccountError> {
-        if password.len() > MAX_PASSWORD {
-            return Ok(false);
-        }
         let table = self.table()?;
         match table.get(addr) {
-            Some(phc) => {
-                let hash = PasswordHash::new(phc).map_err(|e| AccountError::Hash(e.to_string()))?;
-                Ok(Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
-            }
+            Some(phc) => Ok(password::verify(phc, password)?),
             None => {
                 // Spend the same work for an unknown user, so that timing
                 // does not reveal which accounts exist.
-                let _ = hash_password(password);
+                password::verifier().verify_nobody(password)?;
                 Ok(false)
             }
         }
@@ -229,19 +216,10 @@ fn parse(text: &str) -> Result<Table, AccountError> {
     Ok(t)
 }
 
-/// Hashes a password with argon2id and a random salt (PHC string format).
+/// Hashes a password with argon2id and a random salt (PHC string format),
+/// with the process's verifier ([`password::hash`]).
 pub fn hash_password(password: &str) -> Result<String, AccountError> {
-    if password.is_empty() {
-        return Err(AccountError::EmptyPassword);
-    }
-    if password.len() > MAX_PASSWORD {
-        return Err(AccountError::PasswordTooLong);
-    }
-    if password.contains(['\n', '\r', '\0']) {
-        return Err(AccountError::PasswordBadChar);
-    }
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| AccountError::Hash(e.to_string()))
+    Ok(password::hash(password)?)
 }
 
 #[cfg(test)]
@@ -266,7 +244,7 @@ mod tests {
         assert!(other.verify(&alice, "new").unwrap());
         assert!(!other.verify(&alice, "secret").unwrap());
         assert!(matches!(a.add(&Address::parse("bob@other.test").unwrap(), "x", &domains), Err(AccountError::ForeignDomain(_))));
-        assert!(matches!(a.add(&Address::parse("bob@example.test").unwrap(), "", &domains), Err(AccountError::EmptyPassword)));
+        assert!(matches!(a.add(&Address::parse("bob@example.test").unwrap(), "", &domains), Err(AccountError::Password(PasswordError::Empty))));
         a.delete(&alice).unwrap();
         assert!(!other.exists(&alice).unwrap());
         assert!(matches!(a.delete(&alice), Err(AccountError::NoSuchUser(_))));

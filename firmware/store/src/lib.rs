@@ -11,6 +11,7 @@
 //! <store>/cluster/nodes/    heartbeats
 //! <store>/cluster/locks/    POP3 maildrop locks and leases
 //! <store>/cluster/dns-state.toml  the DNS announcer's last report
+//! <store>/cluster/login-failures/  failed logins per writer (node and service)
 //! <store>/tls/              the cluster's certificate and key
 //! <store>/stats/<node>      a node's message counts of the last hour
 //! ```
@@ -32,7 +33,9 @@ pub mod address;
 pub mod blocking;
 pub mod fsutil;
 pub mod lock;
+pub mod login_failures;
 pub mod maildir;
+pub mod password;
 pub mod queue;
 pub mod stats;
 mod store;
@@ -41,7 +44,9 @@ pub mod sweep;
 pub use accounts::{Accounts, AccountError};
 pub use address::{Address, AddressError};
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
+pub use login_failures::{LoginFailures, Verdict};
 pub use maildir::{MessageEntry, Spool};
+pub use password::PasswordError;
 pub use queue::{Envelope, QueueEntry};
 pub use sweep::SweepReport;
 pub use store::{

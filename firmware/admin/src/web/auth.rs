@@ -1,14 +1,17 @@
 //! Sessions, CSRF tokens, cookies, the same-origin check for forms and the
 //! delay after failed logins.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
 use rand::RngCore as _;
+use store::login_failures::{LoginFailures, Policy};
+use store::Verdict;
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "mailfort_session";
@@ -22,16 +25,10 @@ pub const MAX_SESSIONS: usize = 64;
 /// long; each further failure doubles the delay, up to the maximum.
 pub const LOGIN_DELAY_START: Duration = Duration::from_secs(1);
 pub const LOGIN_DELAY_MAX: Duration = Duration::from_secs(30);
-/// A client's failures are forgotten this long after its delay ran out.
-pub const FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-/// Clients whose failures are remembered at most (memory bound).
-pub const MAX_TRACKED_CLIENTS: usize = 4096;
-/// Password checks (argon2id, about 19 MiB each) under way at once.
-pub const MAX_PASSWORD_CHECKS: usize = 2;
-/// How long a login waits for a free password check before 503.
-pub const PASSWORD_CHECK_WAIT: Duration = Duration::from_secs(5);
-/// IPv6 clients are counted per /64 (one host usually has a whole /64).
-const IPV6_CLIENT_PREFIX: u32 = 64;
+/// Password checks (argon2id, a 19 MiB work buffer each) under way at once
+/// in the process, this page's and the mail daemon's together; more wait
+/// in the verifier's bounded queue, and beyond it a login gets 503.
+pub const MAX_PASSWORD_CHECKS: usize = store::password::CHECK_WORKERS;
 
 /// A new random token: [`TOKEN_BYTES`] from the OS, base64url.
 pub fn new_token() -> String {
@@ -187,106 +184,78 @@ impl Sessions {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Client {
-    failures: u32,
-    /// No password check for this client before then.
-    until: Instant,
-    /// A check for this client is under way.
-    checking: bool,
-}
-
-/// Failed logins per client address.
-#[derive(Default)]
+/// Failed logins: counted in the store with the mail daemon's (one record
+/// per client address and network for SMTP, POP3 and this page, on every
+/// node: [`store::login_failures`]), and on this node at most one password
+/// check at a time per client address.
 pub struct Lockout {
-    map: Mutex<HashMap<IpAddr, Client>>,
+    root: PathBuf,
+    /// This node's name, asked for at the first login (it may take a store
+    /// call).
+    node: Box<dyn Fn() -> String + Send + Sync>,
+    failures: OnceLock<LoginFailures>,
+    checking: Mutex<HashSet<IpAddr>>,
 }
 
 /// While it lives, a password check for a client is under way; dropping
 /// it without [`CheckGuard::failed`] or [`CheckGuard::succeeded`] counts
 /// as neither.
-pub struct CheckGuard<'a> {
-    lockout: &'a Lockout,
-    key: IpAddr,
+pub struct CheckGuard {
+    lockout: Arc<Lockout>,
+    ip: IpAddr,
 }
 
-/// The delay after `failures` failed logins in a row.
-pub fn delay_after(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    let doublings = (failures - 1).min(u32::BITS - 1);
-    LOGIN_DELAY_START.saturating_mul(1u32 << doublings.min(30)).min(LOGIN_DELAY_MAX)
-}
-
-/// The address failures are counted under.
-fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX);
-            IpAddr::V6((u128::from(v6) & mask).into())
-        }
-        v4 => v4,
-    }
+/// How this page turns failures into delays and refusals.
+pub fn policy() -> Policy {
+    Policy { delay_start: LOGIN_DELAY_START, delay_max: LOGIN_DELAY_MAX, ..Policy::default() }
 }
 
 impl Lockout {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Client>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    /// The lockout for the store at `root`; `node` names this node (the
+    /// failures are written as `<node>-admin`).
+    pub fn new(root: PathBuf, node: Box<dyn Fn() -> String + Send + Sync>) -> Lockout {
+        Lockout { root, node, failures: OnceLock::new(), checking: Mutex::new(HashSet::new()) }
+    }
+
+    fn failures(&self) -> &LoginFailures {
+        self.failures.get_or_init(|| LoginFailures::new(&self.root, &format!("{}-admin", (self.node)()), policy()))
+    }
+
+    fn checking(&self) -> std::sync::MutexGuard<'_, HashSet<IpAddr>> {
+        self.checking.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Starts a password check for `ip`, or says how long it must wait
-    /// (it is locked out, or a check of its is under way).
-    pub fn begin(&self, ip: IpAddr) -> Result<CheckGuard<'_>, Duration> {
-        let key = client_key(ip);
-        let now = Instant::now();
-        let mut m = self.lock();
-        if !m.contains_key(&key) && m.len() >= MAX_TRACKED_CLIENTS {
-            m.retain(|_, c| c.checking || c.until + FAILURE_MEMORY > now);
-            if m.len() >= MAX_TRACKED_CLIENTS {
-                // Forget the one whose delay ran out first.
-                if let Some(k) = m.iter().filter(|(_, c)| !c.checking).min_by_key(|(_, c)| c.until).map(|(k, _)| *k) {
-                    m.remove(&k);
-                }
-            }
+    /// (it is locked out, or a check of its is under way). Blocks up to
+    /// the store's deadline: call it off the async threads.
+    pub fn begin(self: &Arc<Self>, ip: IpAddr) -> Result<CheckGuard, Duration> {
+        let ip = ip.to_canonical();
+        if let Verdict::Refused { retry_after, .. } = self.failures().check(ip) {
+            return Err(retry_after);
         }
-        let c = m.entry(key).or_insert(Client { failures: 0, until: now, checking: false });
-        if c.checking {
+        if !self.checking().insert(ip) {
             return Err(LOGIN_DELAY_START);
         }
-        if c.until > now {
-            return Err(c.until - now);
-        }
-        if c.until + FAILURE_MEMORY <= now {
-            c.failures = 0;
-        }
-        c.checking = true;
-        Ok(CheckGuard { lockout: self, key })
+        Ok(CheckGuard { lockout: self.clone(), ip })
     }
 }
 
-impl CheckGuard<'_> {
+impl CheckGuard {
     /// The password was wrong: returns the delay before the next attempt.
+    /// Blocks up to the store's deadline.
     pub fn failed(self) -> Duration {
-        let mut m = self.lockout.lock();
-        let c = m.entry(self.key).or_insert(Client { failures: 0, until: Instant::now(), checking: false });
-        c.failures = c.failures.saturating_add(1);
-        let d = delay_after(c.failures);
-        c.until = Instant::now() + d;
-        d
+        self.lockout.failures().failed(self.ip)
     }
 
-    /// The password was right: the client's failures are forgotten.
+    /// The password was right: this node forgets the address's failures.
     pub fn succeeded(self) {
-        self.lockout.lock().remove(&self.key);
+        self.lockout.failures().succeeded(self.ip);
     }
 }
 
-impl Drop for CheckGuard<'_> {
+impl Drop for CheckGuard {
     fn drop(&mut self) {
-        if let Some(c) = self.lockout.lock().get_mut(&self.key) {
-            c.checking = false;
-        }
+        self.lockout.checking().remove(&self.ip);
     }
 }
 
@@ -308,16 +277,16 @@ mod tests {
     }
 
     #[test]
-    fn delay_doubles_up_to_the_maximum() {
-        assert_eq!(delay_after(0), Duration::ZERO);
-        assert_eq!(delay_after(1), LOGIN_DELAY_START);
-        assert_eq!(delay_after(2), LOGIN_DELAY_START * 2);
-        assert_eq!(delay_after(3), LOGIN_DELAY_START * 4);
-        assert_eq!(delay_after(100), LOGIN_DELAY_MAX);
-        assert_eq!(delay_after(u32::MAX), LOGIN_DELAY_MAX);
+    fn delays_double_up_to_the_maximum() {
+        assert_eq!(policy().delay_after(0), Duration::ZERO);
+        assert_eq!(policy().delay_after(1), LOGIN_DELAY_START);
+        assert_eq!(policy().delay_after(2), LOGIN_DELAY_START * 2);
+        assert_eq!(policy().delay_after(3), LOGIN_DELAY_START * 4);
+        assert_eq!(policy().delay_after(100), LOGIN_DELAY_MAX);
+        assert_eq!(policy().delay_after(u32::MAX), LOGIN_DELAY_MAX);
         let mut last = Duration::ZERO;
         for n in 0..64 {
-            let d = delay_after(n);
+            let d = policy().delay_after(n);
             assert!(d >= last && d <= LOGIN_DELAY_MAX);
             last = d;
         }
@@ -325,7 +294,9 @@ mod tests {
 
     #[test]
     fn lockout_per_client() {
-        let l = Lockout::default();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("cluster")).unwrap();
+        let l = Arc::new(Lockout::new(dir.path().to_path_buf(), Box::new(|| "n1".into())));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let g = l.begin(a).unwrap();
@@ -334,16 +305,15 @@ mod tests {
         assert_eq!(g.failed(), LOGIN_DELAY_START);
         let wait = l.begin(a).err().unwrap();
         assert!(wait > Duration::ZERO && wait <= LOGIN_DELAY_START);
-        // Another client is not affected.
-        l.begin(b).unwrap().succeeded();
-        // The same /64 is the same client.
-        let v6a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
-        let v6b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
-        l.begin(v6a).unwrap().failed();
-        assert!(l.begin(v6b).is_err());
-        assert!(l.begin("2001:db8:1:3::1".parse().unwrap()).is_ok());
         // A v4-mapped address is the v4 client.
         assert!(l.begin("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        // Another client is not affected.
+        l.begin(b).unwrap().succeeded();
+        // The failure is in the store, for the mail daemon and other nodes.
+        let mail = store::LoginFailures::new(dir.path(), "n2-mail", policy());
+        assert!(matches!(mail.check(a), Verdict::Refused { .. }));
+        assert_eq!(mail.counts(a), (1, 1));
+        assert!(std::fs::metadata(dir.path().join(store::login_failures::FAILURES_DIR).join("n1-admin")).is_ok());
     }
 
     #[test]

@@ -260,7 +260,7 @@ impl Refusal {
 
     fn text(&self) -> String {
         match self {
-            Refusal::Locked(d) => format!("too many failed logins from your address: wait {} s before the next attempt (the password was not checked)", secs_up(*d)),
+            Refusal::Locked(d) => format!("too many failed logins from your address or network: wait {} s before the next attempt (the password was not checked)", secs_up(*d)),
             Refusal::NoPassword => "no admin password is set yet: nobody can log in until one is set on the console (`admin-passwd`)".into(),
             Refusal::Busy => "too many logins at once: try again in a moment".into(),
             Refusal::Wrong(d) => format!("wrong password; the next attempt is possible in {} s", secs_up(*d)),
@@ -269,29 +269,31 @@ impl Refusal {
 }
 
 /// Checks `password` against the admin hash for a client, with the
-/// lockout and the cap on concurrent argon2 checks.
+/// lockout (failures counted in the store, the mail daemon's included) and
+/// the process's bounded password verifier.
 async fn check_admin_password(app: &App, ip: std::net::IpAddr, password: String) -> Result<(), Refusal> {
-    let guard = app.lockout.begin(ip).map_err(Refusal::Locked)?;
+    let lockout = app.lockout.clone();
+    let guard = tokio::task::spawn_blocking(move || lockout.begin(ip)).await.map_err(|_| Refusal::Busy)?.map_err(Refusal::Locked)?;
     let hash = app.with_host(|h| h.admin_hash()).await.ok_or(Refusal::NoPassword)?;
+    let failed = |guard: auth::CheckGuard| async move { tokio::task::spawn_blocking(move || guard.failed()).await.unwrap_or(auth::LOGIN_DELAY_MAX) };
     if password.len() > MAX_PASSWORD_INPUT {
-        return Err(Refusal::Wrong(guard.failed()));
+        return Err(Refusal::Wrong(failed(guard).await));
     }
-    let permit = match tokio::time::timeout(auth::PASSWORD_CHECK_WAIT, app.password_checks.clone().acquire_owned()).await {
-        Ok(Ok(p)) => p,
-        _ => return Err(Refusal::Busy),
-    };
-    let right = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        crate::password::verify_password(&hash, &password)
-    })
-    .await
-    .unwrap_or(false);
-    if right {
-        guard.succeeded();
-        Ok(())
-    } else {
-        tracing::warn!(client = %ip, "admin page: wrong admin password");
-        Err(Refusal::Wrong(guard.failed()))
+    match tokio::task::spawn_blocking(move || crate::password::check_password(&hash, &password)).await {
+        Ok(Ok(true)) => {
+            guard.succeeded();
+            Ok(())
+        }
+        Ok(Ok(false)) => {
+            tracing::warn!(client = %ip, "admin page: wrong admin password");
+            Err(Refusal::Wrong(failed(guard).await))
+        }
+        Ok(Err(store::PasswordError::Busy)) => Err(Refusal::Busy),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "admin page: cannot check the admin password");
+            Err(Refusal::Busy)
+        }
+        Err(_) => Err(Refusal::Busy),
     }
 }
 

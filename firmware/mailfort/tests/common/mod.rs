@@ -258,6 +258,8 @@ impl Wire {
         }
     }
 
+    /// A client on a connection made elsewhere (from a chosen source
+    /// address, say), with the same timeouts.
     pub fn from_stream(sock: std::net::TcpStream) -> std::io::Result<Wire> {
         sock.set_read_timeout(Some(Duration::from_secs(20)))?;
         sock.set_write_timeout(Some(Duration::from_secs(20)))?;
