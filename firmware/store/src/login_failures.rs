@@ -64,6 +64,11 @@ pub const MAX_ENTRIES: usize = 4096;
 pub const MAX_FILE_BYTES: u64 = 512 * 1024;
 /// Writers' files read at most (nodes times services, with room).
 pub const MAX_WRITERS: usize = 64;
+/// How much of a delay may be left when a new attempt is still let
+/// through: the store's clock is estimated from file mtimes, which the
+/// kernel takes from a coarse clock (a few ms behind), and a client that
+/// waited out its delay must not be refused for that.
+pub const DELAY_GRACE_MS: i64 = 50;
 /// Other writers' files are read again when the copy is older than this.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a login waits for the store (reading the others' failures,
@@ -397,6 +402,9 @@ impl Shared {
     }
 
     fn verdict(&self, s: &State, ip: IpAddr, now: i64) -> Verdict {
+        // A session that failed waits out its own delay before it answers;
+        // its next attempt must not be refused because the store's clock
+        // (estimated from coarse file mtimes) is a few ms behind.
         let ms = |d: i64| Duration::from_millis(u64::try_from(d).unwrap_or(0).max(1));
         let (count, last, ends) = self.sum(s, Key::address(ip), now);
         if count >= self.policy.max_address {
@@ -408,7 +416,7 @@ impl Shared {
         }
         if count > 0 {
             let until = last.saturating_add(i64::try_from(self.policy.delay_after(count).as_millis()).unwrap_or(i64::MAX));
-            if now < until {
+            if until - now > DELAY_GRACE_MS {
                 return Verdict::Refused { why: Refusal::Delay, retry_after: ms(until - now) };
             }
         }
@@ -545,7 +553,7 @@ impl Shared {
         }
         // The directory is made inside an existing store only (never on
         // an empty mount point).
-        match fs::create_dir(&self.dir) {
+        match fsutil::create_private_dir(&self.dir) {
             Ok(()) => fsutil::sync_dir(self.dir.parent().unwrap_or(&self.dir))?,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
