@@ -36,6 +36,7 @@ pub mod lock;
 pub mod login_failures;
 pub mod maildir;
 pub mod password;
+pub mod peer;
 pub mod queue;
 pub mod stats;
 mod store;

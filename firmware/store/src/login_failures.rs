@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,12 +49,6 @@ pub const MAX_ADDRESS_FAILURES: u32 = 10;
 /// Failures from one network within the window after which every login
 /// from it is refused (a client with many addresses is still one client).
 pub const MAX_NETWORK_FAILURES: u32 = 30;
-/// The network of an IPv4 address: its /24 (as Postfix's anvil and most
-/// block lists count).
-pub const IPV4_NETWORK_PREFIX: u8 = 24;
-/// The network of an IPv6 address: its /64 (one site usually has at least
-/// a whole /64; RFC 4291 2.5.1 interface identifiers are 64 bits).
-pub const IPV6_NETWORK_PREFIX: u8 = 64;
 /// Entries (addresses and networks) one writer keeps at most; at the limit
 /// the one whose last failure is oldest goes. About 70 bytes each in the
 /// file.
@@ -137,13 +131,13 @@ impl Key {
     }
 
     fn network(ip: IpAddr) -> Key {
-        Key::Network(network_of(ip.to_canonical()))
+        Key::Network(crate::peer::network(ip))
     }
 
     fn to_line(self, e: &Entry, out: &mut String) {
         let _ = match self {
             Key::Address(ip) => writeln!(out, "a {ip} {} {} {}", e.first_ms, e.last_ms, e.count),
-            Key::Network(ip) => writeln!(out, "n {ip}/{} {} {} {}", prefix_of(ip), e.first_ms, e.last_ms, e.count),
+            Key::Network(ip) => writeln!(out, "n {ip}/{} {} {} {}", crate::peer::network_bits(ip), e.first_ms, e.last_ms, e.count),
         };
     }
 
@@ -159,7 +153,7 @@ impl Key {
             "n" => {
                 let (ip, len) = what.split_once('/')?;
                 let ip: IpAddr = ip.parse().ok()?;
-                if len.parse::<u8>().ok()? != prefix_of(ip) || network_of(ip) != ip {
+                if len.parse::<u8>().ok()? != crate::peer::network_bits(ip) || crate::peer::network(ip) != ip {
                     return None;
                 }
                 Key::Network(ip)
@@ -167,21 +161,6 @@ impl Key {
             _ => return None,
         };
         Some((key, e))
-    }
-}
-
-fn prefix_of(ip: IpAddr) -> u8 {
-    match ip {
-        IpAddr::V4(_) => IPV4_NETWORK_PREFIX,
-        IpAddr::V6(_) => IPV6_NETWORK_PREFIX,
-    }
-}
-
-/// The network address of `ip` (already canonical).
-fn network_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(u32::from(v4) & (u32::MAX << (32 - IPV4_NETWORK_PREFIX)))),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << (128 - IPV6_NETWORK_PREFIX)))),
     }
 }
 
@@ -776,7 +755,7 @@ mod tests {
         for i in 0..(MAX_ENTRIES as u32 + 100) {
             let mut s = lock(&f.shared.state);
             let now = f.shared.now_ms(&s);
-            let k = Key::address(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)));
+            let k = Key::address(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
             make_room(&mut s.own, k, now, f.shared.window_ms());
             s.own.insert(k, Entry { first_ms: now, last_ms: now + i as i64, count: 1 });
         }

@@ -26,21 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Prefix length of the IPv4 network whose addresses share a cap (one
-/// customer's or provider's block, Postfix anvil's habit).
-const IPV4_NETWORK_BITS: u32 = 24;
-/// Prefix length of the IPv6 network whose addresses share a cap: one
-/// site gets a /64 at least (RFC 6177 3), so a single client has 2^64
-/// addresses.
-const IPV6_NETWORK_BITS: u32 = 64;
-
-/// The network an address is counted in (IPv4-mapped IPv6 as IPv4).
-pub(crate) fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4((u32::from(v4) & (u32::MAX << (32 - IPV4_NETWORK_BITS))).into()),
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (u128::MAX << (128 - IPV6_NETWORK_BITS))).into()),
-    }
-}
+pub(crate) use store::peer::network;
 
 /// What a connection is doing, in the order in which connections are
 /// given up when a slot is needed.
@@ -371,12 +357,6 @@ mod tests {
         !matches!(a.closed.try_recv(), Err(oneshot::error::TryRecvError::Empty))
     }
 
-    #[test]
-    fn networks_are_slash_24_and_slash_64() {
-        assert_eq!(network(ip("192.0.2.77")), ip("192.0.2.0"));
-        assert_eq!(network(ip("::ffff:192.0.2.77")), ip("192.0.2.0"));
-        assert_eq!(network(ip("2001:db8:1:2:3:4:5:6")), ip("2001:db8:1:2::"));
-    }
 
     #[tokio::test]
     async fn an_address_at_its_cap_replaces_its_own_oldest_idle_first() {

@@ -40,11 +40,6 @@ const MAX_TCP_CLIENTS_PER_ADDRESS: usize = 4;
 /// TCP connections one network (IPv4 /24, IPv6 /64) holds, far below
 /// [`MAX_TCP_CLIENTS`]; one more replaces the network's oldest.
 const MAX_TCP_CLIENTS_PER_NETWORK: usize = 8;
-/// Prefix length of the IPv4 networks counted together.
-const IPV4_NETWORK_BITS: u32 = 24;
-/// Prefix length of the IPv6 networks counted together: a site has a /64
-/// at least (RFC 6177 3).
-const IPV6_NETWORK_BITS: u32 = 64;
 /// RFC 7766 6.2.3: close idle TCP connections; seconds to wait for a
 /// message, and for the whole of one message once it has begun.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -237,17 +232,7 @@ async fn udp_loop(socket: UdpSocket, shared: Arc<Shared>, mut shutdown: watch::R
     }
 }
 
-/// The network an address is counted in (IPv4-mapped IPv6 as IPv4).
-fn network(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => {
-            IpAddr::V4((u32::from(v4) & (u32::MAX << (32 - IPV4_NETWORK_BITS))).into())
-        }
-        IpAddr::V6(v6) => {
-            IpAddr::V6((u128::from(v6) & (u128::MAX << (128 - IPV6_NETWORK_BITS))).into())
-        }
-    }
-}
+use store::peer::network;
 
 struct TcpClient {
     address: IpAddr,
