@@ -141,7 +141,10 @@ impl Sessions {
 
     /// A new session; returns its id and CSRF token.
     pub fn create(&self) -> (String, String) {
-        let now = Instant::now();
+        self.create_at(Instant::now())
+    }
+
+    fn create_at(&self, now: Instant) -> (String, String) {
         let mut m = self.lock();
         m.retain(|_, s| self.alive(s, now));
         while m.len() >= MAX_SESSIONS {
@@ -156,8 +159,11 @@ impl Sessions {
     /// The session of `id`, if it still runs. `touch`: the request counts
     /// as activity (it resets the idle time).
     pub fn check(&self, id: Option<&str>, touch: bool) -> Lookup {
+        self.check_at(id, touch, Instant::now())
+    }
+
+    fn check_at(&self, id: Option<&str>, touch: bool, now: Instant) -> Lookup {
         let Some(id) = id else { return Lookup::None };
-        let now = Instant::now();
         let mut m = self.lock();
         match m.get_mut(id) {
             Some(s) if self.alive(s, now) => {
@@ -318,24 +324,24 @@ mod tests {
 
     #[test]
     fn sessions_end() {
+        // The clock is the test's: 60 ms steps against 100 ms idle and 250
+        // ms in all, however slowly the machine runs the test.
         let s = Sessions::new(Duration::from_millis(100), Duration::from_millis(250));
-        assert_eq!(s.check(None, true), Lookup::None);
-        let (id, csrf) = s.create();
-        assert_eq!(s.check(Some(&id), true), Lookup::Valid { csrf: csrf.clone() });
-        assert_eq!(s.check(Some("nonsense"), true), Lookup::Ended);
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(s.check_at(None, true, t0), Lookup::None);
+        let (id, csrf) = s.create_at(t0);
+        assert_eq!(s.check_at(Some(&id), true, t0), Lookup::Valid { csrf: csrf.clone() });
+        assert_eq!(s.check_at(Some("nonsense"), true, t0), Lookup::Ended);
         // Kept alive by requests, but not beyond the maximum.
-        for _ in 0..4 {
-            std::thread::sleep(Duration::from_millis(60));
-            assert!(matches!(s.check(Some(&id), true), Lookup::Valid { .. }));
+        for step in 1..=4 {
+            assert!(matches!(s.check_at(Some(&id), true, at(60 * step)), Lookup::Valid { .. }), "step {step}");
         }
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(s.check(Some(&id), true), Lookup::Ended);
+        assert_eq!(s.check_at(Some(&id), true, at(300)), Lookup::Ended);
         // Idle: requests that do not touch do not keep it.
-        let (id, _) = s.create();
-        std::thread::sleep(Duration::from_millis(60));
-        assert!(matches!(s.check(Some(&id), false), Lookup::Valid { .. }));
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(s.check(Some(&id), false), Lookup::Ended);
+        let (id, _) = s.create_at(at(300));
+        assert!(matches!(s.check_at(Some(&id), false, at(360)), Lookup::Valid { .. }));
+        assert_eq!(s.check_at(Some(&id), false, at(420)), Lookup::Ended);
         let (a, _) = s.create();
         let (b, _) = s.create();
         s.end_others(&a);
