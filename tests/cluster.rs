@@ -2,11 +2,10 @@
 //! and the embedded DNS server), and separately nodes announcing to a real
 //! BIND 9, and a store that fails under one node.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,15 +56,72 @@ impl Drop for Demo {
     }
 }
 
-fn free_udp_tcp_port() -> u16 {
+/// The demo's fixed port layout (`mailfort demo`): node 1's ports, and
+/// what each further node adds; `--port-offset` moves all of them.
+const DEMO_BASE_PORTS: [u16; 6] = [2525, 2587, 2465, 2110, 2995, 2443];
+const DEMO_NODE_STEP: u16 = 10_000;
+const DEMO_NODES: u16 = 3;
+/// Offsets tried: every port stays below the kernel's ephemeral range
+/// (32768 up), where client connections take their ports.
+const DEMO_OFFSETS: std::ops::Range<u16> = 1_000..9_000;
+/// How long the demo may take to have every node in DNS.
+const DEMO_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn demo_ports(offset: u16) -> Vec<u16> {
+    (0..DEMO_NODES).flat_map(|i| DEMO_BASE_PORTS.iter().map(move |p| p + i * DEMO_NODE_STEP + offset)).collect()
+}
+
+/// An offset whose every demo port is free right now, picked at random.
+fn free_demo_offset() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     for _ in 0..64 {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let p = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            return p;
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let span = DEMO_OFFSETS.end - DEMO_OFFSETS.start;
+        let offset = DEMO_OFFSETS.start + (h.finish() % u64::from(span)) as u16;
+        if testsupport::ports::tcp_ports_free(&demo_ports(offset)) {
+            return offset;
         }
     }
-    panic!("no free port");
+    panic!("no port offset with every demo port free");
+}
+
+impl Demo {
+    /// `mailfort demo` in `dir` with its DNS server on `dns_port`, running
+    /// once every node is in the MX set; `Taken` if a node or the DNS
+    /// server could not start (a port taken meanwhile).
+    fn start(dir: &std::path::Path, dns_port: u16, offset: u16) -> Result<Demo, testsupport::ports::Taken> {
+        let mut child = mailfort()
+            .args(["demo", "--dir", dir.to_str().unwrap(), "--dns", &format!("127.0.0.1:{dns_port}"), "--port-offset", &offset.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(l);
+            }
+        });
+        let mut demo = Demo { child, lines };
+        let full = |l: &str| l.contains("DNS MX example.test: 10 node1.example.test, 20 node2.example.test, 30 node3.example.test");
+        // A node that cannot bind its ports exits at once, and the demo says so.
+        let failed = |l: &str| l.contains(" process exited");
+        let up = wait_until(DEMO_START_TIMEOUT, || {
+            let lines = demo.lines.lock().unwrap();
+            lines.iter().any(|l| full(l) || failed(l)) || matches!(demo.child.try_wait(), Ok(Some(_)))
+        });
+        let lines = demo.output();
+        if up && lines.lines().any(full) && !lines.lines().any(failed) {
+            return Ok(demo);
+        }
+        assert!(up, "the demo did not have every node in DNS within {DEMO_START_TIMEOUT:?}; output:\n{lines}");
+        let _ = demo.child.kill();
+        Err(testsupport::ports::Taken(format!("demo with DNS on {dns_port}, port offset {offset}:\n{lines}")))
+    }
 }
 
 fn field_after<'a>(line: &'a str, key: &str) -> &'a str {
@@ -75,44 +131,31 @@ fn field_after<'a>(line: &'a str, key: &str) -> &'a str {
 #[test]
 fn demo_failover_keeps_every_message() {
     let dir = tempfile::tempdir().unwrap();
-    let dns_port = free_udp_tcp_port();
-    // Node ports are 2525 + offset (+10000, +20000 for nodes 2 and 3).
-    let offset = 3000 + (std::process::id() % 2000) as u16;
-    let mut child = mailfort()
-        .args(["demo", "--dir", dir.path().join("demo").to_str().unwrap(), "--dns", &format!("127.0.0.1:{dns_port}"), "--port-offset", &offset.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let l2 = lines.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            l2.lock().unwrap().push(l);
-        }
+    let mut attempt = 0;
+    let (demo, dns_port) = testsupport::ports::retry("mailfort demo", || {
+        attempt += 1;
+        let (dns_port, offset) = (free_udp_tcp_port(), free_demo_offset());
+        Demo::start(&dir.path().join(format!("demo-{attempt}")), dns_port, offset).map(|d| (d, dns_port))
     });
-    let mut demo = Demo { child, lines };
-    let user_line = demo.wait_line("the demo user", Duration::from_secs(60), |l| l.contains("demo user"));
+    let mut demo = demo;
+    let user_line = demo.wait_line("the demo user", Duration::from_secs(5), |l| l.contains("demo user"));
     let password = field_after(&user_line, "password").to_string();
     // The banner's table: the pid column is the one headed `pid`.
     let header = demo.wait_line("the node table", Duration::from_secs(5), |l| l.trim_start().starts_with("node ") && l.contains(" pid"));
-    let pid_col = header.split_whitespace().position(|w| w == "pid").expect("pid column");
-    let node1_line = demo.wait_line("node1's row", Duration::from_secs(5), |l| l.trim_start().starts_with("node1 "));
-    let node1_pid = node1_line.split_whitespace().nth(pid_col).unwrap().to_string();
-    demo.wait_line("the full MX set", Duration::from_secs(60), |l| l.contains("DNS MX example.test: 10 node1.example.test, 20 node2.example.test, 30 node3.example.test"));
+    let col = |name: &str| header.split_whitespace().position(|w| w == name).unwrap_or_else(|| panic!("no {name} column in {header:?}"));
+    let row = |node: &str| demo.wait_line(&format!("{node}'s row"), Duration::from_secs(5), |l| l.trim_start().starts_with(&format!("{node} "))).split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let rows: Vec<Vec<String>> = (1..=DEMO_NODES).map(|i| row(&format!("node{i}"))).collect();
+    let node1_pid = rows[0][col("pid")].clone();
+    let (smtp_col, pop3_col) = (col("smtp"), col("pop3"));
 
     let state = dir.path().join("state.json");
     let run = |demo: &Demo, phase: &str| {
-        let mut c = Command::new("python3");
-        c.arg(py_dir().join("cluster_failover.py")).arg(phase);
+        let mut c = testsupport::python::script("cluster_failover.py");
+        c.arg(phase);
         c.env("PASSWORD", &password).env("DNS", format!("127.0.0.1:{dns_port}")).env("STATE_FILE", &state).env("NODE1_PID", &node1_pid);
-        for i in 0..3u16 {
-            c.env(format!("N{}_SMTP", i + 1), (2525 + offset + i * 10_000).to_string());
-            c.env(format!("N{}_POP3", i + 1), (2110 + offset + i * 10_000).to_string());
+        for (i, r) in rows.iter().enumerate() {
+            c.env(format!("N{}_SMTP", i + 1), &r[smtp_col]).env(format!("N{}_POP3", i + 1), &r[pop3_col]);
         }
-        c.env("PYTHONPATH", py_dir()).env("PYTHONDONTWRITEBYTECODE", "1");
         let o = c.output().expect("python3");
         let t = text(&o);
         println!("{t}");
