@@ -5,7 +5,7 @@
 //! `cargo nextest run --workspace` build the binary with everything else.
 //! The binary is looked for where Cargo puts it, `target/<profile>/mailfort`
 //! beside the test executable's `deps/`. If it is missing, or older than a
-//! source file it is built from (the tests were run with `-p`), it is built
+//! source file of the crates under `firmware/` (tests run with `-p`), it is built
 //! once per test run with `cargo build -p mailfort --bin mailfort`: a
 //! stale binary would test the wrong code. `MAILFORT_BIN=PATH` runs a given
 //! binary instead and builds nothing.
@@ -101,13 +101,15 @@ fn needs_build(bin: &Path) -> Option<String> {
     let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
         return Some(format!("{} is missing", bin.display()));
     };
+    // Sources only: Cargo rebuilds on a newer source file, but not on
+    // every change of a manifest or the lock file, so those would make a
+    // fresh binary look stale.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut inputs = vec![root.join("Cargo.toml"), root.join("Cargo.lock")];
+    let mut inputs = Vec::new();
     for krate in std::fs::read_dir(root.join("firmware")).into_iter().flatten().flatten() {
         if NOT_IN_THE_BINARY.iter().any(|n| krate.file_name() == *n) {
             continue;
         }
-        inputs.push(krate.path().join("Cargo.toml"));
         collect_files(&krate.path().join("src"), &mut inputs);
     }
     inputs.into_iter().find(|p| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > built)).map(|p| format!("{} is newer than {}", p.display(), bin.display()))
