@@ -13,7 +13,7 @@
 mod common;
 
 use common::*;
-use testdns::{Key, Named, Zone};
+use testsupport::dns::{Key, Named, Zone};
 
 /// Starts named on a free port with the zone (dynamic with the test key)
 /// and a key it knows but that may not update.
@@ -28,7 +28,7 @@ fn start_named(dir: &std::path::Path) -> Named {
          {}",
         node_host_lines()
     );
-    testdns::start(
+    testsupport::dns::start(
         dir,
         &[Key { name: KEY_NAME, secret: KEY_SECRET }, Key { name: READONLY_KEY_NAME, secret: READONLY_KEY_SECRET }],
         &[Zone { name: ZONE, text: &zone, update_key: Some(KEY_NAME) }],

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use testdns::{Named, Zone};
+use testsupport::dns::{Named, Zone};
 use mailauth::{keygen, Algorithm, DkimKeyInfo, MessageSource, Signer, Verdict, Verifier, CHECK_DEADLINE, MAX_VERIFY_SIZE};
 
 /// The name this server reports results under (RFC 8601 2.5).
@@ -56,7 +56,7 @@ fn zone(keys: &[DkimKeyInfo]) -> String {
 /// domain's records.
 fn start_named(dir: &Path, keys: &[DkimKeyInfo]) -> Named {
     let text = zone(keys);
-    testdns::start(dir, &[], &[Zone { name: "test", text: &text, update_key: None }])
+    testsupport::dns::start(dir, &[], &[Zone { name: "test", text: &text, update_key: None }])
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -284,7 +284,7 @@ async fn a_silent_dns_server_gives_temperror_in_bounded_time() {
     drop(silent);
     let dir = tempfile::tempdir().expect("temp dir");
     let text = zone(&[]);
-    let named = testdns::start_on(dir.path(), port, &[], &[Zone { name: "test", text: &text, update_key: None }]);
+    let named = testsupport::dns::start_on(dir.path(), port, &[], &[Zone { name: "test", text: &text, update_key: None }]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while verifier.resolver_down() {
         assert!(Instant::now() < deadline, "the resolver's return was not noticed");

@@ -101,7 +101,7 @@ pub async fn assert_server_has(target: &DnsTarget, desired: &DesiredRecords) {
     }
 }
 
-pub use testdns::find_tool;
+pub use testsupport::dns::find_tool;
 
 /// Runs a tool off the async runtime, bounded by [`TOOL_TIMEOUT`].
 pub async fn run_tool(program: PathBuf, args: Vec<String>, stdin: Option<String>) -> Output {

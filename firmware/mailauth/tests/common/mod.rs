@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 #[allow(unused_imports)]
-pub use testdns::find_tool;
+pub use testsupport::dns::find_tool;
 
 /// A message as a mail client writes it: folded and repeated header
 /// fields, trailing white space, an 8-bit body, empty lines at the end

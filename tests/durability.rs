@@ -2,8 +2,7 @@
 //! a graceful shutdown finishes the transactions in progress; a node
 //! killed mid-message leaves nothing half-stored.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::time::{Duration, Instant};
 
@@ -89,8 +88,7 @@ fn sigterm_finishes_transactions_in_progress() {
     assert!(refused, "the node still accepts connections after SIGTERM");
     assert!(wait_until(Duration::from_secs(5), || Wire::try_connect(node.pop3).is_err()), "POP3 still listening");
     // The transaction holds the node up.
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(node.child.try_wait().expect("try_wait").is_none(), "the node exited with a transaction in DATA");
+    assert!(node.wait_exit(Duration::from_millis(300)).is_none(), "the node exited with a transaction in DATA");
 
     tx.send(b"second half\r\n");
     let (code, text) = tx.smtp(".");
@@ -120,7 +118,7 @@ fn sigterm_grace_period_is_bounded() {
     let mut node = start(&f, "node1", "shutdown_grace_secs = 2\n");
     let mut tx = begin_data(&node);
     tx.send(b"Subject: never finished\r\n\r\npart\r\n");
-    std::thread::sleep(Duration::from_millis(200));
+    wait_for("the unfinished message in the spool", Duration::from_secs(10), || !spool_files(&f, "node1").is_empty());
     node.signal(libc::SIGTERM);
     let t0 = Instant::now();
     let status = node.wait_exit(Duration::from_secs(15)).expect("the node did not exit after the grace period");

@@ -4,8 +4,7 @@
 //! afterwards it still serves a normal SMTP session and a POP3 login,
 //! delivers the message, and its resident memory has stayed bounded.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::net::IpAddr;
 use std::time::Duration;

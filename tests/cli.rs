@@ -1,8 +1,7 @@
 //! The command line as an administrator uses it: clear errors for bad
 //! input, and nothing already stored is touched by a failed command.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 #[test]
 fn help_lists_commands() {

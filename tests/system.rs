@@ -73,7 +73,7 @@ impl Fixture {
     }
 
     fn client(&self, args: &[&str]) -> String {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/mailclient.py");
+        let script = testsupport::python::py_dir().join("mailclient.py");
         let mut cmd = self.layout.command("python3");
         cmd.arg(&script).args(args);
         let out = wait::output(&mut cmd, CLIENT_TIMEOUT).expect("run the mail client");

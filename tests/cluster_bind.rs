@@ -1,8 +1,7 @@
 //! Nodes announcing to a real BIND 9, and a store that fails under one
 //! node only.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +13,13 @@ const KEY_NAME: &str = TSIG_KEY_NAME;
 const WAIT: Duration = Duration::from_secs(30);
 const ZONE: &str = "$TTL 300\n@ IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 604800 60\n@ IN NS ns1.example.test.\nns1 IN A 127.0.0.1\n";
 
-fn bind(dir: &Path, port: u16) -> Named {
-    start_named(dir, port, &[("example.test", ZONE)])
+fn bind(dir: &Path) -> Named {
+    start_named(dir, &[("example.test", ZONE)])
+}
+
+/// BIND again where the nodes look for it.
+fn bind_again(dir: &Path, port: u16) -> Named {
+    testsupport::dns::start_named_on(dir, port, &[("example.test", ZONE)])
 }
 
 fn mx(port: u16) -> Vec<String> {
@@ -44,8 +48,8 @@ fn bind_follows_the_live_set() {
     let f = Fixture::new();
     let bind_dir = f.dir.path().join("bind");
     std::fs::create_dir(&bind_dir).unwrap();
-    let port = free_udp_tcp_port();
-    let named = bind(&bind_dir, port);
+    let named = bind(&bind_dir);
+    let port = named.port;
     set_dns(&f, port, KEY_SECRET);
     let n1 = Node::start(&f, "node1", &["--rank", "1"]);
     let _n2 = Node::start(&f, "node2", &["--rank", "2"]);
@@ -73,7 +77,7 @@ fn bind_follows_the_live_set() {
 
     // A DNS server restarted with old data is corrected by the re-check.
     drop(named);
-    let named = bind(&bind_dir, port);
+    let named = bind_again(&bind_dir, port);
     assert!(mx(port).is_empty());
     wait("the announcer to restore the records", || mx(port) == all);
 

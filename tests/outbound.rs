@@ -3,8 +3,7 @@
 //! second mailfort, and a scriptable sink), retries, bounces, and a node
 //! killed in the middle of a delivery.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,21 +31,14 @@ fn foreign_dns(dir: &Path) -> Named {
         ("implicit.test", zone("implicit.test", "@ IN A 127.0.0.6\n")),
     ];
     let z: Vec<(&str, &str)> = zones.iter().map(|(n, t)| (*n, t.as_str())).collect();
-    start_named(&bind_dir, free_udp_tcp_port(), &z)
+    start_named(&bind_dir, &z)
 }
 
-/// A port free on the receivers' addresses.
+/// A port free on the receivers' addresses (127.0.0.2 to .6): the node
+/// delivers to one SMTP port, so every receiver listens on it.
 fn receiver_port() -> u16 {
-    'outer: for _ in 0..64 {
-        let p = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        for last in 2..=6u8 {
-            if std::net::TcpListener::bind((std::net::Ipv4Addr::new(127, 0, 0, last), p)).is_err() {
-                continue 'outer;
-            }
-        }
-        return p;
-    }
-    panic!("no free port");
+    let ips: Vec<std::net::Ipv4Addr> = (2..=6u8).map(|last| std::net::Ipv4Addr::new(127, 0, 0, last)).collect();
+    testsupport::ports::free_tcp_port_on(&ips)
 }
 
 fn outbound_config(f: &Fixture, dns: &Named, port: u16) -> String {
@@ -75,9 +67,11 @@ impl Sink {
     fn start(f: &Fixture, ip: &str, port: u16, args: &[&str]) -> Sink {
         let dir = f.dir.path().join(format!("sink-{ip}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("python3").arg(py_dir().join("sink.py")).args([ip, &port.to_string(), dir.to_str().unwrap()]).args(args).stdin(Stdio::null()).spawn().expect("python3");
+        let child = testsupport::python::script("sink.py").args([ip, &port.to_string(), dir.to_str().unwrap()]).args(args).stdin(Stdio::null()).spawn().expect("python3");
         let s = Sink { child, dir };
-        wait_for("the sink to listen", WAIT, || s.dir.join("ready").exists());
+        let mut s = s;
+        let listening = wait_until(WAIT, || s.dir.join("ready").exists() || s.child.try_wait().ok().flatten().is_some());
+        assert!(listening && s.dir.join("ready").exists(), "the sink did not listen on {ip}:{port} (exit status {:?})", s.child.try_wait());
         s
     }
 
@@ -208,9 +202,8 @@ fn permanent_failures_bounce_to_the_local_sender() {
     let env = store::Envelope { from: String::new(), rcpts: vec!["nobody@bounce.test".into()], created: 1, node: "test".into(), ..Default::default() };
     s.enqueue("test", b"From: MAILER-DAEMON@example.test\r\nSubject: a notification\r\n\r\nx\r\n", &env).unwrap();
     wait_for("the null-sender entry to be dropped", WAIT, || queue_list(&f).contains("the queue is empty"));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for("the node to log that it sends no notification", WAIT, || node.log_text().contains("no notification: the sender is <>"));
     assert_eq!(f.mailbox_files("alice@example.test").len(), before + 1);
-    assert!(node.log_text().contains("no notification: the sender is <>"), "{}", node.log_text());
 }
 
 #[test]
@@ -237,10 +230,10 @@ fn a_killed_nodes_delivery_is_taken_over() {
     let (victim, survivor) = if holder == "node1" { (&n1, &n2) } else { (&n2, &n1) };
     victim.signal(libc::SIGKILL);
     wait_for("the survivor to deliver", WAIT, || sink.messages().len() == 1);
-    std::thread::sleep(Duration::from_secs(1));
+    // Nothing is left to deliver once the queue is empty: no second copy can come.
+    wait_for("an empty queue", WAIT, || queue_list(&f).contains("the queue is empty"));
     assert_eq!(sink.messages().len(), 1, "delivered exactly once");
     assert!(survivor.log_text().contains("broke a stale lease"), "the take-over is logged: {}", survivor.log_text());
-    wait_for("an empty queue", WAIT, || queue_list(&f).contains("the queue is empty"));
 }
 
 #[test]

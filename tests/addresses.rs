@@ -2,8 +2,7 @@
 //! folded, nothing else): a look-alike non-ASCII character is not an alias
 //! of an ASCII letter.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 /// Base64 (RFC 4648 4), for SASL PLAIN.
 fn b64(s: &str) -> String {

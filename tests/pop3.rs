@@ -3,8 +3,7 @@
 //! deletion rules, the cluster-wide maildrop lock, and accounts changed
 //! while a node runs.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! cluster certificate, Maildirs, the queue, heartbeats, counts, leases.
 //! Its own test binary, since the umask belongs to the whole process.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -2,8 +2,7 @@
 //! NUL bytes, garbage, connection floods, idle clients, oversized
 //! messages, too many recipients and sessions that die part way.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! not extend, the connection slots are shared fairly between networks,
 //! and the memory of many sessions stalled in DATA stays bounded.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -34,6 +33,11 @@ fn trickle(w: &mut Wire, bytes: &[u8], give_up: Duration) -> (bool, String, Dura
         }
     }
     unreachable!("cycle never ends")
+}
+
+/// The bytes in node1's spool: what it has read of unfinished messages.
+fn spool_bytes(f: &Fixture) -> u64 {
+    std::fs::read_dir(f.store.join("spool/node1")).map_or(0, |d| d.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
 }
 
 fn spool_is_empty(f: &Fixture) -> bool {
@@ -247,7 +251,8 @@ fn sessions_stalled_in_data_hold_bounded_memory() {
         held.push(w);
     }
     // The node reads what was sent; then its memory is what it holds.
-    std::thread::sleep(Duration::from_secs(2));
+    let spooled = testsupport::wait::settled(Duration::from_secs(30), Duration::from_millis(500), || spool_bytes(&f));
+    assert!(spooled.is_some(), "the spool still grows");
     let after = (0..3)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(300));

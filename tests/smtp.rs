@@ -1,7 +1,6 @@
 //! SMTP and submission driven by Python's smtplib and a raw socket client.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 #[test]
 fn inbound_smtp_with_smtplib() {
@@ -24,7 +23,7 @@ fn submission_over_tls() {
     let f = Fixture::new();
     let cfg = f.fast_config("");
     let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap()]);
-    let out = python("submission.py", &node, &f, &[("MAILFORT", env!("CARGO_BIN_EXE_mailfort"))]);
+    let out = python("submission.py", &node, &f, &[("MAILFORT", mailfort_bin().to_str().expect("utf8 path"))]);
     assert!(out.contains("ok unknown user 535"), "{out}");
 }
 
@@ -33,6 +32,6 @@ fn submission_plaintext_when_allowed() {
     let f = Fixture::new();
     let cfg = f.fast_config("");
     let node = Node::start(&f, "node1", &["--config", cfg.to_str().unwrap(), "--allow-plaintext-auth"]);
-    let out = python("submission.py", &node, &f, &[("MAILFORT", env!("CARGO_BIN_EXE_mailfort")), ("PLAINTEXT", "1")]);
+    let out = python("submission.py", &node, &f, &[("MAILFORT", mailfort_bin().to_str().expect("utf8 path")), ("PLAINTEXT", "1")]);
     assert!(out.contains("ok foreign recipient queued"), "{out}");
 }

@@ -2,8 +2,7 @@
 //! STARTTLS upgrade, and implicit TLS, verifying that every node presents
 //! the cluster's one certificate for the cluster's host name.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

@@ -2,8 +2,7 @@
 //! at it: prompts, passwords without echo, account changes that the rest
 //! of the CLI sees, and a clean exit.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -123,14 +122,7 @@ fn console_on_a_terminal() {
     assert!(pty.expect("mailfort> ").contains("carol@example.test"));
 
     pty.type_line("logout");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "console did not exit after logout");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = testsupport::wait::exit_within(&mut child, Duration::from_secs(10)).expect("console did not exit after logout");
     assert!(status.success());
 
     // The rest of the CLI sees the changes.
@@ -155,7 +147,7 @@ fn bare_init_outside_a_box_refuses() {
     // machine (mount, reboot): it explains and exits.
     let dir = tempfile::tempdir().expect("tempdir");
     let link = dir.path().join("init");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_mailfort"), &link).expect("symlink");
+    std::os::unix::fs::symlink(mailfort_bin(), &link).expect("symlink");
     let o = std::process::Command::new(&link).output().expect("run");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("only as PID 1"));

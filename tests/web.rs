@@ -2,11 +2,9 @@
 //! Selenium (tests/py/web_ui.py) against two `mailfort serve` nodes on one
 //! store. Screenshots are kept in `target/test-artifacts/`.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 const ADMIN_PASSWORD: &str = "admin-page-secret";
 /// Short, so that the test sees a session expire.
@@ -34,8 +32,7 @@ fn admin_page_in_a_browser() {
     for shot in ["dashboard.png", "users.png", "dashboard-node2-dead.png"] {
         let _ = std::fs::remove_file(out.join(shot));
     }
-    let o = Command::new("python3")
-        .arg(py_dir().join("web_ui.py"))
+    let o = testsupport::python::script("web_ui.py")
         .env("ADMIN_URL", format!("https://{}/", node1.admin))
         .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("POP3_PORT", node1.pop3.port().to_string())

@@ -1,17 +1,17 @@
-//! For tests only: a throwaway BIND 9 `named` in the foreground on
-//! 127.0.0.1, serving the zones a test writes, with the TSIG keys it names,
-//! stopped when dropped. The DNS tests of several crates use it; it runs
-//! the real server, never a stand-in.
+//! A throwaway BIND 9 `named` in the foreground on 127.0.0.1, serving the
+//! zones a test writes, with the TSIG keys it names, stopped when dropped.
+//! The DNS tests of several crates use it; it runs the real server, never
+//! a stand-in.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::ports::{self, free_udp_tcp_port, Taken};
+
 /// How long named may take to load its zones and say it runs.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Ports tried when one turns out to be taken meanwhile.
-pub const PORT_ATTEMPTS: usize = 5;
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// A TSIG key (RFC 8945) the server knows, hmac-sha256.
@@ -62,18 +62,6 @@ pub fn find_tool(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path).chain(["/usr/sbin", "/usr/bin", "/sbin"].iter().map(PathBuf::from)).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-pub fn free_udp_tcp_port() -> u16 {
-    for _ in 0..64 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-        let port = udp.local_addr().expect("local addr").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port on 127.0.0.1");
-}
-
 fn write_config(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> PathBuf {
     let d = dir.display();
     let mut conf = format!(
@@ -94,8 +82,8 @@ fn write_config(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> PathBuf 
     path
 }
 
-/// Starts named on `port`; None if it exited (the port was taken).
-fn try_start(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> Option<Named> {
+/// Starts named on `port`; `Taken` if it exited (the port was taken).
+fn try_start(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> Result<Named, Taken> {
     let Some(named) = find_tool("named") else {
         panic!("BIND 9 `named` is not installed; the tests need it (scripts/test installs it: apt-get install -y bind9 bind9-dnsutils)");
     };
@@ -116,15 +104,14 @@ fn try_start(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> Option<Name
     loop {
         let text = server.log_text();
         if let Ok(Some(status)) = server.child.try_wait() {
-            eprintln!("named exited ({status}) on port {port}:\n{text}");
-            return None;
+            return Err(Taken(format!("named exited ({status}) on port {port}:\n{text}")));
         }
         // named -g logs "running" once every zone is loaded and it answers.
         if text.lines().any(|l| l.ends_with("running")) {
             for z in zones {
                 assert!(text.contains(&format!("zone {}/IN: loaded serial", z.name)), "named did not load the zone {}:\n{text}", z.name);
             }
-            return Some(server);
+            return Ok(server);
         }
         assert!(Instant::now() < deadline, "named did not start within {STARTUP_TIMEOUT:?}; log:\n{text}");
         std::thread::sleep(PROBE_INTERVAL);
@@ -133,19 +120,50 @@ fn try_start(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> Option<Name
 
 /// Starts named on a free port, trying another when one is taken.
 pub fn start(dir: &Path, keys: &[Key], zones: &[Zone]) -> Named {
-    for _ in 0..PORT_ATTEMPTS {
-        if let Some(n) = try_start(dir, free_udp_tcp_port(), keys, zones) {
-            return n;
-        }
-    }
-    panic!(
-        "named did not start after {PORT_ATTEMPTS} tries. If the log shows permission denied under the \
-         temporary directory, AppArmor confines named: set TMPDIR to a directory under /var/cache/bind."
-    );
+    ports::retry(
+        "named (if its log shows permission denied under the temporary directory, AppArmor confines \
+         named: set TMPDIR to a directory under /var/cache/bind)",
+        || try_start(dir, free_udp_tcp_port(), keys, zones),
+    )
 }
 
-/// Starts named on the given port (a test that wrote it into other
-/// settings first).
+/// Starts named again on the port it had (a test that wrote the port into
+/// other settings, or restarts the server).
 pub fn start_on(dir: &Path, port: u16, keys: &[Key], zones: &[Zone]) -> Named {
-    try_start(dir, port, keys, zones).unwrap_or_else(|| panic!("named could not start on port {port}"))
+    try_start(dir, port, keys, zones).unwrap_or_else(|Taken(why)| panic!("named could not start on port {port}: {why}"))
+}
+
+/// The TSIG key the tests' BIND accepts updates with.
+pub const TSIG_KEY_NAME: &str = "mailfort-announcer.";
+/// 32 random octets, base64.
+pub const TSIG_KEY_SECRET: &str = "q3Fv2m0u1yRk9Yc3o6bD0i9H1pX7rT2sN4wL8eJ5aZE=";
+const TEST_KEYS: [Key<'static>; 1] = [Key { name: TSIG_KEY_NAME, secret: TSIG_KEY_SECRET }];
+
+fn dynamic<'a>(zones: &'a [(&'a str, &'a str)]) -> Vec<Zone<'a>> {
+    zones.iter().map(|(name, text)| Zone { name, text, update_key: Some(TSIG_KEY_NAME) }).collect()
+}
+
+/// Starts named on a free port serving `zones` (name, zone file text;
+/// every zone dynamic with the test TSIG key), fresh each time.
+pub fn start_named(dir: &Path, zones: &[(&str, &str)]) -> Named {
+    start(dir, &TEST_KEYS, &dynamic(zones))
+}
+
+/// [`start_named`] on a given port: the server restarted where the
+/// clients look for it.
+pub fn start_named_on(dir: &Path, port: u16, zones: &[(&str, &str)]) -> Named {
+    start_on(dir, port, &TEST_KEYS, &dynamic(zones))
+}
+
+/// How long one `dig` may wait for each answer, in seconds.
+const DIG_TIME_SECS: u32 = 2;
+
+/// `dig +short` against the test's BIND on 127.0.0.1:`port`.
+pub fn dig(port: u16, rtype: &str, name: &str) -> String {
+    let dig = find_tool("dig").expect("dig is installed with bind9-dnsutils");
+    let o = Command::new(dig)
+        .args(["@127.0.0.1", "-p", &port.to_string(), "+short", "+tries=1", &format!("+time={DIG_TIME_SECS}"), rtype, name])
+        .output()
+        .expect("run dig");
+    String::from_utf8_lossy(&o.stdout).to_string()
 }

@@ -2,12 +2,10 @@
 //! costs a node in memory, and failures counted across sessions, services
 //! and nodes (in the store).
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use common::*;
+use testsupport::prelude::*;
 use store::login_failures::MAX_ADDRESS_FAILURES;
 
 /// Resident memory that a burst of wrong passwords may leave behind, over

@@ -5,8 +5,7 @@
 //! (`MAILFORT_CRASH_AT`, the process aborts there). Its own test binary:
 //! the hook is set in this process's environment for the nodes it starts.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::collections::BTreeSet;
 use std::path::Path;

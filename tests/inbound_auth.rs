@@ -1,8 +1,7 @@
 //! SPF, DKIM and DMARC checks of mail from other servers, with the sender
 //! domains' records served by BIND on loopback.
 
-mod common;
-use common::*;
+use testsupport::prelude::*;
 
 use std::process::Command;
 
@@ -32,7 +31,7 @@ fn spf_dkim_dmarc_are_checked_and_reported() {
     // The parent zone too: DMARC's tree walk (RFC 9989) asks _dmarc.test,
     // which must get an authoritative "no such name", not a refusal.
     let parent = zone("test", "");
-    let dns = start_named(&bind_dir, free_udp_tcp_port(), &[("good.test", &good), ("strict.test", &strict), ("test", &parent)]);
+    let dns = start_named(&bind_dir, &[("good.test", &good), ("strict.test", &strict), ("test", &parent)]);
     let strict_cfg = f.fast_config(&format!("[inbound]\ndns_server = \"127.0.0.1:{}\"\ndmarc_reject = true\n", dns.port));
     let node = Node::start(&f, "node1", &["--config", strict_cfg.to_str().unwrap()]);
 
@@ -94,7 +93,7 @@ fn our_own_domains_as_sender_need_spf_or_a_listing() {
     // spf.test allows 127.0.0.1; example.test has no records at all.
     let spf = zone("spf.test", "@ IN TXT \"v=spf1 ip4:127.0.0.1 -all\"\n");
     let parent = zone("test", "");
-    let dns = start_named(&bind_dir, free_udp_tcp_port(), &[("spf.test", &spf), ("test", &parent)]);
+    let dns = start_named(&bind_dir, &[("spf.test", &spf), ("test", &parent)]);
     // Both are our domains.
     let settings = f.store.join("cluster.toml");
     let text = std::fs::read_to_string(&settings).unwrap();
