@@ -689,10 +689,14 @@ mod tests {
         let f = LoginFailures::new(d.path(), "n1-mail", p);
         let a = ip("192.0.2.1");
         assert_eq!(f.check(a), Verdict::Allowed);
+        let failed_at = std::time::Instant::now();
         assert_eq!(f.failed(a), Duration::from_millis(300));
         match f.check(a) {
             Verdict::Refused { why: Refusal::Delay, retry_after } => assert!(retry_after <= Duration::from_millis(300)),
-            v => panic!("{v:?}"),
+            // A loaded machine may take longer than the delay between the
+            // two calls; then the delay has rightly run out.
+            Verdict::Allowed if failed_at.elapsed() >= Duration::from_millis(300) => {}
+            v => panic!("{v:?} after {:?}", failed_at.elapsed()),
         }
         // Another address, even in the same network, is not delayed.
         assert_eq!(f.check(ip("192.0.2.2")), Verdict::Allowed);
