@@ -54,6 +54,13 @@ fn bind_follows_the_live_set() {
     wait("three MX records in BIND", || mx(port) == all);
     assert_eq!(dig(port, "A", "mail.example.test").trim(), "127.0.0.1");
     assert_eq!(dig(port, "A", "node2.example.test").trim(), "127.0.0.1");
+    // The update is logged once, saying what changed, with the words
+    // "DNS updated" once.
+    let updated = |n: &Node| n.log_text().contains("DNS updated: ");
+    wait("a logged DNS update", || updated(&n1) || updated(&_n2) || updated(&_n3));
+    for n in [&n1, &_n2, &_n3] {
+        assert!(!n.log_text().contains("DNS updated: DNS updated"), "{}", n.log_text());
+    }
     let st = status(&f);
     assert_eq!(st.matches(" live ").count(), 3, "{st}");
     assert!(st.contains("announcer lease: node"), "{st}");
@@ -80,7 +87,14 @@ fn bind_follows_the_live_set() {
     // A refused update is logged with the reason and retried.
     set_dns(&f, port, WRONG_SECRET);
     wait("a logged TSIG refusal", || [&n1b, &_n2, &_n3].iter().any(|n| n.log_text().contains("BADSIG")));
+    // `cluster status` shows it too (the console's report, one code path).
+    let dns_line = |st: &str| st.lines().find(|l| l.starts_with("DNS: ")).map(str::to_string).unwrap_or_default();
+    wait("cluster status to show the TSIG refusal", || {
+        let l = dns_line(&status(&f));
+        l.contains("FAILING: ") && l.contains("BADSIG")
+    });
     set_dns(&f, port, KEY_SECRET);
+    wait("cluster status to show DNS in step again", || dns_line(&status(&f)).contains("in step with the live set"));
     drop(named);
 }
 
