@@ -37,6 +37,11 @@ fn set_dns(f: &Fixture, port: u16, secret: &str) {
     assert!(o.status.success(), "{}", text(&o));
 }
 
+/// The nodes `cluster status` shows as live (its STATE column).
+fn live_count(st: &str) -> usize {
+    st.lines().filter(|l| l.split_whitespace().nth(2) == Some("live")).count()
+}
+
 fn status(f: &Fixture) -> String {
     let o = run(&["cluster", "status", "--store", f.store_arg()], "");
     assert!(o.status.success(), "{}", text(&o));
@@ -58,8 +63,15 @@ fn bind_follows_the_live_set() {
     wait("three MX records in BIND", || mx(port) == all);
     assert_eq!(dig(port, "A", "mail.example.test").trim(), "127.0.0.1");
     assert_eq!(dig(port, "A", "node2.example.test").trim(), "127.0.0.1");
+    // The update is logged once, saying what changed, with the words
+    // "DNS updated" once.
+    let updated = |n: &Node| n.log_text().contains("DNS updated: ");
+    wait("a logged DNS update", || updated(&n1) || updated(&_n2) || updated(&_n3));
+    for n in [&n1, &_n2, &_n3] {
+        assert!(!n.log_text().contains("DNS updated: DNS updated"), "{}", n.log_text());
+    }
     let st = status(&f);
-    assert_eq!(st.matches(" live ").count(), 3, "{st}");
+    assert_eq!(live_count(&st), 3, "{st}");
     assert!(st.contains("announcer lease: node"), "{st}");
 
     // SIGKILL the preferred node (which took the announcer lease first).
@@ -84,7 +96,14 @@ fn bind_follows_the_live_set() {
     // A refused update is logged with the reason and retried.
     set_dns(&f, port, WRONG_SECRET);
     wait("a logged TSIG refusal", || [&n1b, &_n2, &_n3].iter().any(|n| n.log_text().contains("BADSIG")));
+    // `cluster status` shows it too (the console's report, one code path).
+    let dns_line = |st: &str| st.lines().find(|l| l.starts_with("DNS: ")).map(str::to_string).unwrap_or_default();
+    wait("cluster status to show the TSIG refusal", || {
+        let l = dns_line(&status(&f));
+        l.contains("FAILING: ") && l.contains("BADSIG")
+    });
     set_dns(&f, port, KEY_SECRET);
+    wait("cluster status to show DNS in step again", || dns_line(&status(&f)).contains("in step with the live set"));
     drop(named);
 }
 
@@ -113,7 +132,7 @@ fn a_node_whose_store_fails_stops_accepting_and_recovers() {
     let _guard = BindMount(mnt.clone());
     let _n1 = Node::start(&f, "node1", &["--rank", "1"]);
     let n2 = Node::start(&f, "node2", &["--rank", "2", "--allow-plaintext-auth", "--store", mnt.to_str().unwrap()]);
-    wait("both nodes live", || status(&f).matches(" live ").count() == 2);
+    wait("both nodes live", || live_count(&status(&f)) == 2);
 
     // The store turns read-only under node2 only.
     sh(&["mount", "-o", "remount,bind,ro", mnt.to_str().unwrap()]);
@@ -125,6 +144,6 @@ fn a_node_whose_store_fails_stops_accepting_and_recovers() {
     sh(&["mount", "-o", "remount,bind,rw", mnt.to_str().unwrap()]);
     let out = python("store_failure.py", &n2, &f, &[("PHASE", "recovered")]);
     assert!(out.contains("ok node2 accepts mail again"), "{out}");
-    wait("node2 live again", || status(&f).matches(" live ").count() == 2);
+    wait("node2 live again", || live_count(&status(&f)) == 2);
     assert!(n2.log_text().contains("the store does not answer"), "{}", n2.log_text());
 }

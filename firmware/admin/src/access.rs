@@ -39,7 +39,7 @@ pub use maild::tls::CertInfo as CertView;
 pub struct LiveNode {
     pub node: String,
     pub rank: u32,
-    /// `live`, `dead` or `stop`.
+    /// `live`, `drain`, `stop` or `dead` (`cluster::report::NodeState`).
     pub state: String,
     pub age: String,
     pub addresses: String,
@@ -62,7 +62,8 @@ pub struct StoreReport {
     /// Who holds the announcer lease, and how fresh it is.
     pub announcer: String,
     pub announcer_node: Option<String>,
-    /// The DNS state as the announcer last saw it.
+    /// The DNS state as the announcer last saw it, with its last error;
+    /// the same words as `mailfort cluster status` (`cluster::report`).
     pub dns: String,
     pub dns_records: Vec<String>,
 }
@@ -126,31 +127,8 @@ impl StoreAccess {
         let root = self.root.display().to_string();
         self.call(STORE_READ_DEADLINE, move |s| {
             s.probe().map_err(|e| e.to_string())?;
-            let live = cluster::live::read_live_set(s, ADMIN_CLOCK).map_err(|e| e.to_string())?;
-            let (announcer, announcer_node) = match s.lease_holder(cluster::announcer::ANNOUNCER_LEASE, ADMIN_CLOCK).map_err(|e| e.to_string())? {
-                Some((h, age)) => {
-                    let fresh = live.holder_alive(&h) && age <= cluster::announcer::LEASE_TTL;
-                    (format!("{} (refreshed {:.1}s ago{})", h.node, age.as_secs_f64(), if fresh { "" } else { ", stale" }), fresh.then(|| h.node.clone()))
-                }
-                None => ("nobody".into(), None),
-            };
+            let cluster = cluster::report::read(s, ADMIN_CLOCK).map_err(|e| e.to_string())?;
             let st = s.settings();
-            let (dns, dns_records) = match &st.dns {
-                None => ("not configured".into(), Vec::new()),
-                Some(d) => match cluster::announcer::read_dns_state(s) {
-                    Ok(Some(ds)) => {
-                        let age = SystemTime::now().duration_since(UNIX_EPOCH).map(|n| n.as_secs().saturating_sub(ds.at_unix)).unwrap_or(0);
-                        let how = match (&ds.last_error, ds.in_step) {
-                            (Some(e), _) => format!("FAILING: {e}"),
-                            (None, true) => "in step with the live set".into(),
-                            (None, false) => "not yet in step".into(),
-                        };
-                        (format!("zone {} on {} (TTL {} s): {how}; checked by {} {age} s ago", d.zone, d.server, d.ttl, ds.node), ds.records)
-                    }
-                    Ok(None) => (format!("zone {} on {} (TTL {} s): no announcer has reported yet", d.zone, d.server, d.ttl), Vec::new()),
-                    Err(e) => (format!("zone {} on {}: cannot read the announcer's report: {e}", d.zone, d.server), Vec::new()),
-                },
-            };
             Ok(StoreReport {
                 root,
                 store_id: st.store_id.clone(),
@@ -159,22 +137,15 @@ impl StoreAccess {
                 accounts: s.accounts().list().map(|l| l.len()).unwrap_or(0),
                 queued: s.queue_list().map(|l| l.len()).unwrap_or(0),
                 space: free_space(s.root()),
-                live: live
+                live: cluster
                     .nodes
                     .iter()
-                    .map(|n| LiveNode {
-                        node: n.info.node.clone(),
-                        rank: n.info.rank,
-                        state: (if n.live { "live" } else if n.info.state == cluster::live::STATE_STOPPED { "stop" } else { "dead" }).into(),
-                        age: format!("{:.1}s", n.age.as_secs_f64()),
-                        addresses: n.info.addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
-                        protections_off: n.info.protections.iter().filter(|p| !p.on).map(|p| format!("{} off: {}", p.name, p.detail)).collect(),
-                    })
+                    .map(|n| LiveNode { node: n.info.node.clone(), rank: n.info.rank, state: n.state.as_str().into(), age: n.age_text(), addresses: n.addresses_text(), protections_off: n.protections_off() })
                     .collect(),
-                announcer,
-                announcer_node,
-                dns,
-                dns_records,
+                announcer: cluster.announcer_text(),
+                announcer_node: cluster.announcer_node().map(str::to_string),
+                dns: cluster.dns_text(),
+                dns_records: cluster.dns_records().to_vec(),
             })
         })
     }
@@ -332,7 +303,7 @@ fn unix_now() -> u64 {
 }
 
 fn queue_item(s: &Store, e: &store::QueueEntry, now: u64) -> QueueItem {
-    let held = s.lease_holder(&maild::outbound::lease_name(&e.id), ADMIN_CLOCK).ok().flatten();
+    let held = s.lease_holder(&store::lock::names::queue_entry(&e.id), ADMIN_CLOCK).ok().flatten();
     let state = match held {
         Some((h, _)) => format!("being delivered by {}", h.node),
         None if e.envelope.next_attempt <= now => "due now".into(),

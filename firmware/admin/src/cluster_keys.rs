@@ -126,8 +126,8 @@ pub fn set(s: &mut ClusterSettings, key: &str, value: &str) -> Result<(), String
         "dns.client_host" => dns(&mut new)?.client_host = if v == "default" { None } else { Some(domain_name(v, "host name")?) },
         "dns.ttl" => {
             let t = number("seconds")?;
-            if t == 0 || t > u64::from(cluster::dns::MAX_TTL) {
-                return Err(format!("dns.ttl: from 1 to {} seconds", cluster::dns::MAX_TTL));
+            if t == 0 || t > u64::from(dns::MAX_TTL) {
+                return Err(format!("dns.ttl: from 1 to {} seconds", dns::MAX_TTL));
             }
             dns(&mut new)?.ttl = t as u32;
         }
@@ -160,8 +160,8 @@ pub fn set(s: &mut ClusterSettings, key: &str, value: &str) -> Result<(), String
     }
     if let Some(d) = &new.dns {
         // The announcer's own check: server address, key name, algorithm
-        // and secret (RFC 8945).
-        cluster::announcer::target(d).map_err(|e| format!("{key}: {e}"))?;
+        // and secret (RFC 8945). Its error names the setting at fault.
+        cluster::announcer::target(d).map_err(|e| e.to_string())?;
     }
     new.limits.validate().map_err(|e| format!("{key}: {e}"))?;
     new.senders.validate().map_err(|e| format!("{key}: {e}"))?;
@@ -225,6 +225,8 @@ mod tests {
         set(&mut s, "dns.ttl", "60").unwrap();
         assert!(set(&mut s, "dns.ttl", "0").is_err());
         assert!(set(&mut s, "dns.tsig.algorithm", "hmac-md4").is_err());
+        // The setting at fault is named once.
+        assert_eq!(set(&mut s, "dns.server", "nowhere").unwrap_err(), "dns.server 'nowhere' is not IP:PORT");
         assert_eq!(s.dns.as_ref().unwrap().ttl, 60);
         let shown = describe(&s);
         let get = |k: &str| shown.iter().find(|x| x.key == k).unwrap().value.clone();

@@ -362,8 +362,8 @@ async fn pages_run_the_command_set() {
             state: state.into(),
             protections: vec![cluster::live::Protection { name: "SPF/DKIM/DMARC checks".into(), on: false, detail: "no <resolver>".into() }],
         };
-        cluster::live::Heartbeat::new(&store, info("n1", cluster::live::STATE_SERVING)).publish().unwrap();
-        cluster::live::Heartbeat::new(&store, info("n2", cluster::live::STATE_STOPPED)).publish().unwrap();
+        store.write_heartbeat(&info("n1", cluster::live::STATE_SERVING)).unwrap();
+        store.write_heartbeat(&info("n2", cluster::live::STATE_STOPPED)).unwrap();
         let rec = store::stats::StatsRecorder::open(&store, "n1").unwrap();
         for _ in 0..3 {
             rec.count_in();

@@ -1,8 +1,8 @@
 //! The failover announcer: the node that holds the announcer lease keeps
 //! DNS equal to the live set.
 //!
-//! Every node runs [`Announcer::tick`] about twice a second. The lease (a
-//! file in the store, see `store::lock`) makes exactly one live node the
+//! Every node runs [`Announcer::tick`] about twice a second (the loop is
+//! `crate::member`'s). The lease (a file in the store, see `store::lock`) makes exactly one live node the
 //! announcer; when it dies, its heartbeat and its lease go stale together
 //! and another node takes over. The holder sends an UPDATE whenever the
 //! records it wants change, and re-checks the server every
@@ -25,11 +25,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use store::{Claimant, ClusterSettings, DnsSettings, Lease, Store};
 
-use crate::dns::{reconcile, DesiredRecords, DnsTarget, TsigKey};
+use dns::{reconcile, DesiredRecords, DnsError, DnsTarget, TsigKey};
 use crate::live::{LiveSet, DEAD_AFTER};
 
-/// The lease's name under `<store>/cluster/locks/`.
-pub const ANNOUNCER_LEASE: &str = "announcer";
 /// A lease not refreshed for this long (by the store's clock) is stale.
 pub const LEASE_TTL: Duration = DEAD_AFTER;
 /// How long the announcer waits for one store call (a lease refresh, a
@@ -76,10 +74,23 @@ pub fn desired_records(settings: &ClusterSettings, dns: &DnsSettings, live: &Liv
     DesiredRecords { ttl: dns.ttl, mx, hosts }
 }
 
+/// Why the DNS settings give no UPDATE target.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    #[error("dns.server '{0}' is not IP:PORT")]
+    Server(String),
+    #[error("dns.tsig: {0}")]
+    Key(String),
+}
+
 /// The UPDATE target from the settings.
-pub fn target(dns: &DnsSettings) -> Result<DnsTarget, String> {
-    let server: SocketAddr = dns.server.parse().map_err(|_| format!("dns.server '{}' is not IP:PORT", dns.server))?;
-    let key = TsigKey::from_base64(&dns.tsig.name, &dns.tsig.algorithm, &dns.tsig.secret).map_err(|e| e.to_string())?;
+pub fn target(dns: &DnsSettings) -> Result<DnsTarget, TargetError> {
+    let server: SocketAddr = dns.server.parse().map_err(|_| TargetError::Server(dns.server.clone()))?;
+    let key = TsigKey::from_base64(&dns.tsig.name, &dns.tsig.algorithm, &dns.tsig.secret).map_err(|e| match e {
+        // The reason alone: "invalid DNS settings" is what this error says already.
+        DnsError::Config(reason) => TargetError::Key(reason),
+        other => TargetError::Key(other.to_string()),
+    })?;
     Ok(DnsTarget::new(server, dns.zone.clone(), key))
 }
 
@@ -123,13 +134,22 @@ pub fn dns_state_path(store: &Store) -> PathBuf {
     store.root().join(DNS_STATE_FILE)
 }
 
+/// Why the announcer's report cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsStateError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+}
+
 /// The announcer's last report; None before any announcer has written one.
-pub fn read_dns_state(store: &Store) -> Result<Option<DnsState>, String> {
+pub fn read_dns_state(store: &Store) -> Result<Option<DnsState>, DnsStateError> {
     let path = dns_state_path(store);
     match std::fs::read_to_string(&path) {
-        Ok(text) => toml::from_str(&text).map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => toml::from_str(&text).map(Some).map_err(|e| DnsStateError::Parse { path, reason: e.to_string() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", path.display())),
+        Err(source) => Err(DnsStateError::Read { path, source }),
     }
 }
 
@@ -328,7 +348,7 @@ impl Announcer {
                 Ok(()) => Some(l),
                 Err(_) => None,
             },
-            None => store.take_lease(ANNOUNCER_LEASE, Claimant { node: &node, instance: &instance }, LEASE_TTL, &|h| crate::live::holder_dead(&store, &node, h)).ok(),
+            None => store.take_lease(store::lock::names::ANNOUNCER, Claimant { node: &node, instance: &instance }, LEASE_TTL).ok(),
         })
         .await;
         let had = self.state.holder;

@@ -2,6 +2,8 @@
 //! against the embedded DNS server: what it says after a success, after a
 //! failure, and that a repeated failure does not rewrite it.
 
+// The DNS fixtures (zone, keys, BIND and dig) are the dns crate's own.
+#[path = "../../dns/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
@@ -11,12 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cluster::announcer::{dns_state_path, read_dns_state, Announcer, BACKOFF_START};
-use cluster::dns::{EmbeddedServer, ZoneData};
+use dns::{EmbeddedServer, ZoneData};
 use cluster::live::{new_instance, read_live_set, Heartbeat, LiveSet, NodeInfo, STATE_SERVING};
 use common::*;
 use store::{DnsSettings, Store, TsigSettings};
 
-fn heartbeat(store: &Store, node: &str, rank: u32, addresses: &[&str]) -> Heartbeat {
+fn heartbeat(store: &Arc<Store>, node: &str, rank: u32, addresses: &[&str]) -> Heartbeat {
     let info = NodeInfo {
         node: node.into(),
         rank,
@@ -27,7 +29,7 @@ fn heartbeat(store: &Store, node: &str, rank: u32, addresses: &[&str]) -> Heartb
         state: STATE_SERVING.into(),
         protections: vec![],
     };
-    let hb = Heartbeat::new(store, info);
+    let hb = Heartbeat::new(store.clone(), info);
     hb.publish().expect("heartbeat");
     hb
 }
@@ -72,7 +74,7 @@ async fn announcer_reports_what_dns_holds() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(Store::init(&dir.path().join("s"), ZONE, None).expect("store"));
     set_secret(&store, &addr, KEY_SECRET);
-    assert_eq!(read_dns_state(&store), Ok(None), "no report before the first attempt");
+    assert!(matches!(read_dns_state(&store), Ok(None)), "no report before the first attempt");
 
     let n1 = heartbeat(&store, "n1", 1, &["127.0.0.1", "::1"]);
     let mut a = Announcer::new(store.clone(), "n1".into(), n1.info().instance.clone());

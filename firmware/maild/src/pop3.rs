@@ -286,10 +286,10 @@ impl Session {
         let ttl = Duration::from_secs(self.shared.config.limits.maildrop_lock_ttl_secs);
         let u = user.clone();
         let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
-            // A lock whose holder is no longer in the live set (a node that
-            // was killed) is broken at once, without waiting for the TTL.
+            // A lock whose holder is dead by its heartbeat (a node that was
+            // killed) is broken at once, without waiting for the TTL.
             let who = store::Claimant { node: &node, instance: &instance };
-            let lock = store.lock_maildrop(&u, who, ttl, &|h| cluster::live::holder_dead(&store, &node, h))?;
+            let lock = store.lock_maildrop(&u, who, ttl)?;
             let messages = store.list_messages(&u)?;
             Ok::<_, LockError>((lock, messages))
         })

@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use cluster::announcer::Announcer;
-use cluster::live::{read_live_set, Heartbeat, LiveSet, NodeInfo, HEARTBEAT_INTERVAL, STATE_SERVING};
+use cluster::live::{LiveSet, NodeInfo, HEARTBEAT_INTERVAL, STATE_SERVING};
+use cluster::Member;
 use store::stats::{StatsRecorder, STATS_FLUSH_INTERVAL};
 use store::{Claimant, Store};
 use tokio::io::AsyncWriteExt;
@@ -36,8 +36,6 @@ const ACCEPT_BACKOFF_START: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long the refusal of an over-limit connection may take to send.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the announcer looks at the live set.
-const ANNOUNCE_TICK: Duration = Duration::from_millis(500);
 /// How often the node looks for a changed cluster.toml (domains, host
 /// name, limits): an edit is followed within this time, without restart.
 pub const SETTINGS_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
@@ -97,11 +95,9 @@ pub struct Shared {
     pub tls: tokio_rustls::TlsAcceptor,
     /// This process's instance id, in its heartbeat and its leases.
     pub instance: String,
-    /// False while the store does not answer within its deadline: the
-    /// node then accepts no mail (421) and does not heartbeat.
-    healthy: AtomicBool,
-    /// The live set as last read; the announcer wakes on every change.
-    live: watch::Sender<Arc<LiveSet>>,
+    /// The node in the cluster: whether the store answers (while it does
+    /// not, the node accepts no mail: 421), the live set.
+    pub cluster: Member,
     /// Wakes the queue runner when a message for another domain arrives.
     pub queue_notify: tokio::sync::Notify,
     /// SPF/DKIM/DMARC checks of mail from other servers, if enabled.
@@ -228,7 +224,7 @@ impl Drop for ConnSlot {
 
 impl Shared {
     pub fn store_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+        self.cluster.store_healthy()
     }
 
     /// The name the node announces: the cluster's host name, as
@@ -245,20 +241,11 @@ impl Shared {
 
     /// The live set as last read from the heartbeats.
     pub fn live_set(&self) -> Arc<LiveSet> {
-        self.live.borrow().clone()
+        self.cluster.live_set()
     }
 
     pub fn claimant(&self) -> Claimant<'_> {
         Claimant { node: &self.config.node, instance: &self.instance }
-    }
-
-    fn set_healthy(&self, ok: bool, why: &str) {
-        let was = self.healthy.swap(ok, Ordering::Relaxed);
-        if was && !ok {
-            tracing::error!(reason = why, "the store does not answer: refusing mail (421) and not heartbeating until it does");
-        } else if !was && ok {
-            tracing::info!("the store answers again: accepting mail");
-        }
     }
 
     fn take_slot(self: &Arc<Self>, ip: IpAddr) -> Result<ConnSlot, Refusal> {
@@ -271,7 +258,6 @@ impl Shared {
 pub struct Node {
     shared: Arc<Shared>,
     listeners: Vec<(Service, TcpListener)>,
-    heartbeat: Heartbeat,
 }
 
 impl Node {
@@ -331,16 +317,10 @@ impl Node {
         let info = NodeInfo { node: config.node.clone(), rank: config.rank, instance: instance.clone(), pid: std::process::id(), addresses: config.advertised(), services, state: STATE_SERVING.into(), protections: vec![checks] };
         // The first heartbeat and live set before serving, so that leases
         // are judged against a real live set from the first session on.
-        let heartbeat = Heartbeat::new(&store, info);
-        let (s, node) = (store.clone(), config.node.clone());
-        let (heartbeat, live) = store::blocking::call(STORE_START_DEADLINE, move || -> Result<_, cluster::live::LiveError> {
-            heartbeat.publish()?;
-            Ok((heartbeat, read_live_set(&s, &node)?))
-        })
-        .await??;
+        let cluster = Member::join(store.clone(), info, STORE_START_DEADLINE).await?;
         let message_memory = config.limits.message_memory_total;
-        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
-        Ok(Node { shared, listeners, heartbeat })
+        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, cluster, queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
+        Ok(Node { shared, listeners })
     }
 
     /// The addresses actually bound (useful with port 0).
@@ -385,35 +365,29 @@ impl Node {
             }));
         }
         drop(done_tx);
-        let heartbeat = Arc::new(Mutex::new(self.heartbeat));
-        // The monitor (heartbeat) runs until the very end: a node finishing
-        // its sessions must not look dead, or its leases would be taken.
-        let (monitor_stop_tx, monitor_stop_rx) = watch::channel(false);
-        let monitor = tokio::spawn(monitor(self.shared.clone(), heartbeat.clone(), monitor_stop_rx));
-        let announcer = tokio::spawn(announce(self.shared.clone(), shutdown_rx.clone()));
+        // The cluster's loops (heartbeat with the store probe, the live
+        // set, the announcer); the heartbeat runs until the very end: a
+        // node finishing its sessions must not look dead, or its leases
+        // would be taken.
+        let cluster = self.shared.cluster.start(Duration::from_millis(self.shared.config.limits.store_probe_deadline_ms));
+        let (chores_stop_tx, chores_stop_rx) = watch::channel(false);
+        let chores = tokio::spawn(chores(self.shared.clone(), chores_stop_rx));
         let outbound = tokio::spawn(crate::outbound::run(self.shared.clone(), shutdown_rx.clone()));
         stop.await;
         tracing::info!("shutting down: no new connections; finishing transactions in progress");
         // Draining: out of DNS at once, leases still held.
-        let hb = heartbeat.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {
-            if let Ok(mut h) = hb.lock() {
-                let _ = h.set_state(cluster::live::STATE_DRAINING);
-            }
-        }))
-        .await;
+        cluster.drain().await;
         let _ = shutdown_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
         }
-        let _ = announcer.await;
         let _ = outbound.await;
         let grace = Duration::from_secs(self.shared.config.limits.shutdown_grace_secs);
         if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
             tracing::warn!("sessions still open after the grace period; closing them");
         }
-        let _ = monitor_stop_tx.send(true);
-        let _ = monitor.await;
+        let _ = chores_stop_tx.send(true);
+        let _ = chores.await;
         // The last counts, now that every session is done.
         let sh = self.shared.clone();
         match tokio::time::timeout(STATS_FINAL_FLUSH_TIMEOUT, tokio::task::spawn_blocking(move || sh.stats.flush(&sh.store))).await {
@@ -421,26 +395,18 @@ impl Node {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot write the message counts"),
             _ => tracing::warn!("the message counts were not written in time"),
         }
-        // Leave the live set at once rather than after the heartbeat ages.
-        let hb = heartbeat.clone();
-        let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || {
-            if let Ok(mut h) = hb.lock() {
-                let _ = h.stop();
-            }
-        }))
-        .await;
+        // The heartbeat ends; the node leaves the live set at once rather
+        // than after its heartbeat ages.
+        cluster.stop().await;
         Ok(())
     }
 }
 
-/// Every second: probe the store (with a deadline), heartbeat, and re-read
-/// the live set. A probe that hangs (a hard NFS mount whose server is gone)
-/// is not repeated until it returns; the node stays unhealthy meanwhile.
-/// Less often, and never holding up the heartbeat: follow cluster.toml
-/// and write the message counts.
-async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop: watch::Receiver<bool>) {
-    let in_flight = Arc::new(AtomicBool::new(false));
-    let deadline = Duration::from_millis(shared.config.limits.store_probe_deadline_ms);
+/// Less often than the heartbeat (`cluster::member`'s), and never holding
+/// it up: follow cluster.toml and write the message counts, while the
+/// store answers. A store call that hangs holds up only these chores, and
+/// a second round never starts while one is under way.
+async fn chores(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let chores = Arc::new(AtomicBool::new(false));
     let mut next_refresh = tokio::time::Instant::now() + SETTINGS_REFRESH_INTERVAL;
     let mut next_flush = tokio::time::Instant::now() + STATS_FLUSH_INTERVAL;
@@ -460,8 +426,6 @@ async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop
                 next_flush = now + STATS_FLUSH_INTERVAL;
             }
             let (sh, busy, last_error) = (shared.clone(), chores.clone(), settings_error.clone());
-            // Detached: a store that hangs holds up this, not the heartbeat;
-            // `chores` keeps a second one from starting meanwhile.
             tokio::task::spawn_blocking(move || {
                 if refresh {
                     refresh_settings(&sh.store, &last_error);
@@ -473,42 +437,6 @@ async fn monitor(shared: Arc<Shared>, heartbeat: Arc<Mutex<Heartbeat>>, mut stop
                 }
                 busy.store(false, Ordering::Release);
             });
-        }
-        if in_flight.load(Ordering::Acquire) {
-            shared.set_healthy(false, "the previous store probe has not returned");
-            continue;
-        }
-        in_flight.store(true, Ordering::Release);
-        let (s, hb, flag) = (shared.store.clone(), heartbeat.clone(), in_flight.clone());
-        let node = shared.config.node.clone();
-        let probe = tokio::task::spawn_blocking(move || {
-            let r = (|| -> Result<LiveSet, String> {
-                s.probe().map_err(|e| e.to_string())?;
-                hb.lock().map_err(|_| "heartbeat poisoned".to_string())?.beat().map_err(|e| e.to_string())?;
-                read_live_set(&s, &node).map_err(|e| e.to_string())
-            })();
-            flag.store(false, Ordering::Release);
-            r
-        });
-        match tokio::time::timeout(deadline, probe).await {
-            Ok(Ok(Ok(live))) => {
-                shared.set_healthy(true, "");
-                let before = shared.live.borrow().live_names();
-                let after = live.live_names();
-                if before != after {
-                    tracing::info!(live = ?after, "live set changed");
-                    shared.live.send_replace(Arc::new(live));
-                } else {
-                    // Same members: refresh quietly (ages, instances).
-                    shared.live.send_if_modified(|l| {
-                        *l = Arc::new(live);
-                        false
-                    });
-                }
-            }
-            Ok(Ok(Err(e))) => shared.set_healthy(false, &e),
-            Ok(Err(e)) => shared.set_healthy(false, &e.to_string()),
-            Err(_) => shared.set_healthy(false, "no answer within the deadline"),
         }
     }
 }
@@ -536,27 +464,6 @@ fn refresh_settings(store: &Store, last_error: &Mutex<Option<String>>) {
             }
         }
     }
-}
-
-/// Runs the DNS failover announcer while the node is healthy.
-async fn announce(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut a = Announcer::new(shared.store.clone(), shared.config.node.clone(), shared.instance.clone());
-    let mut live_rx = shared.live.subscribe();
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(ANNOUNCE_TICK) => {}
-            // A change of the live set is announced at once.
-            _ = live_rx.changed() => {}
-            _ = stop.changed() => break,
-        }
-        if shared.store_healthy() {
-            a.tick(&shared.live_set()).await;
-        } else {
-            a.release_async().await;
-        }
-    }
-    // Hand the lease over at once.
-    a.release_async().await;
 }
 
 fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, peer: SocketAddr, shutdown: watch::Receiver<bool>, done: mpsc::Sender<()>) {

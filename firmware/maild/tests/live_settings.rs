@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 const NODE_SIZE: u64 = 1_000_000;
 const CLUSTER_SIZE: u64 = 2_000_000;
 /// How long the node may take to follow the change: its refresh interval
-/// plus the monitor's tick, with a margin for a slow machine.
+/// plus the chores' tick, with a margin for a slow machine.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(20);
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -1,13 +1,11 @@
-//! `mailfort cluster ...`: the live set as the store sees it, and the DNS
+//! `mailfort cluster ...`: the cluster's state as the store sees it (the
+//! same report as the console's `status`, `cluster::report`), and the DNS
 //! announcer's settings.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use cluster::announcer::ANNOUNCER_LEASE;
-use cluster::live::read_live_set;
 use store::Store;
 
 /// The clock file name used by administrative commands (not a node).
@@ -15,8 +13,9 @@ const ADMIN_CLOCK: &str = "admin";
 
 #[derive(Subcommand)]
 pub enum ClusterCmd {
-    /// Every node with its rank, addresses, heartbeat age and liveness, and
-    /// who holds the DNS announcer's lease.
+    /// Every node with its rank, addresses, heartbeat age and liveness,
+    /// who holds the DNS announcer's lease, and DNS as the announcer last
+    /// saw it (with its last error).
     Status {
         #[arg(long)]
         store: PathBuf,
@@ -80,40 +79,23 @@ pub fn run(cmd: ClusterCmd) -> anyhow::Result<()> {
     }
 }
 
-fn fmt_age(d: Duration) -> String {
-    format!("{:.1}s", d.as_secs_f64())
-}
-
 fn status(s: &Store) -> anyhow::Result<()> {
-    let live = read_live_set(s, ADMIN_CLOCK).context("cannot read the heartbeats")?;
-    if live.nodes.is_empty() {
+    let r = cluster::report::read(s, ADMIN_CLOCK).context("cannot read the cluster's state")?;
+    if r.nodes.is_empty() {
         println!("no node has ever served from this store");
     } else {
         println!("{:<12} {:>4}  {:<5}  {:>9}  {:<22} SERVICES", "NODE", "RANK", "STATE", "HEARTBEAT", "ADDRESSES");
-        for n in &live.nodes {
-            let state = if n.live {
-                "live"
-            } else if n.info.state == cluster::live::STATE_STOPPED {
-                "stop"
-            } else if n.info.state == cluster::live::STATE_DRAINING && n.age <= cluster::live::DEAD_AFTER {
-                "drain"
-            } else {
-                "dead"
-            };
-            let addrs: Vec<String> = n.info.addresses.iter().map(|a| a.to_string()).collect();
-            println!("{:<12} {:>4}  {:<5}  {:>9}  {:<22} {}", n.info.node, n.info.rank, state, fmt_age(n.age), addrs.join(","), n.info.services.join(" "));
+        for n in &r.nodes {
+            println!("{:<12} {:>4}  {:<5}  {:>9}  {:<22} {}", n.info.node, n.info.rank, n.state, n.age_text(), n.addresses_text(), n.info.services.join(" "));
         }
     }
-    match s.lease_holder(ANNOUNCER_LEASE, ADMIN_CLOCK)? {
-        Some((h, age)) => {
-            let valid = live.holder_alive(&h) && age <= cluster::announcer::LEASE_TTL;
-            println!("announcer lease: {} (refreshed {} ago{})", h.node, fmt_age(age), if valid { "" } else { ", stale" });
-        }
-        None => println!("announcer lease: nobody"),
+    println!("announcer lease: {}", r.announcer_text());
+    match r.dns {
+        cluster::report::DnsReport::Off => println!("DNS: {} (mailfort cluster set-dns)", r.dns_text()),
+        cluster::report::DnsReport::On { .. } => println!("DNS: {}", r.dns_text()),
     }
-    match s.settings().dns.as_ref() {
-        Some(d) => println!("DNS: zone {} on {} (client host {}, TTL {} s)", d.zone, d.server, d.client_host.as_deref().unwrap_or(&s.settings().hostname), d.ttl),
-        None => println!("DNS: not configured (mailfort cluster set-dns)"),
+    for rec in r.dns_records() {
+        println!("     {rec}");
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use cluster::dns::{EmbeddedServer, TsigAlgorithm, TsigKey, ZoneData};
+use dns::{EmbeddedServer, TsigAlgorithm, TsigKey, ZoneData};
 use cluster::live::read_live_set;
 use store::{Address, DnsSettings, Store, TsigSettings};
 

@@ -8,8 +8,8 @@
 //! <store>/mail/<domain>/<local>/{tmp,new,cur}   Maildir
 //! <store>/queue/            outbound messages (.msg) and envelopes (.env)
 //! <store>/spool/<node>/     a node's messages being received
-//! <store>/cluster/nodes/    heartbeats
-//! <store>/cluster/locks/    POP3 maildrop locks and leases
+//! <store>/cluster/nodes/    heartbeats (`heartbeat`)
+//! <store>/cluster/locks/    POP3 maildrop locks and leases (`lock`, names in `lock::names`)
 //! <store>/cluster/dns-state.toml  the DNS announcer's last report
 //! <store>/cluster/login-failures/  failed logins per writer (node and service)
 //! <store>/tls/              the cluster's certificate and key
@@ -32,6 +32,7 @@ pub mod accounts;
 pub mod address;
 pub mod blocking;
 pub mod fsutil;
+pub mod heartbeat;
 pub mod lock;
 pub mod login_failures;
 pub mod maildir;

@@ -1,11 +1,12 @@
 //! Leases shared by all nodes: the POP3 maildrop lock (RFC 1939 8: the
 //! server must lock the maildrop while a session is in the TRANSACTION
-//! state), queue entry claims, and the DNS announcer's lease.
+//! state), queue entry claims, and the DNS announcer's lease; their names
+//! are in [`names`].
 //!
 //! A lease is a file created with O_EXCL under `<store>/cluster/locks/`,
 //! naming its node, the node's process instance and a random nonce. Its holder refreshes the
 //! mtime; a lock whose mtime is older than the TTL by the store's clock, or
-//! whose holder is known to be dead, is broken. Breaking renames the stale
+//! whose holder is dead by its heartbeat (`crate::heartbeat`), is broken. Breaking renames the stale
 //! file aside first, so two nodes breaking the same lock cannot both win;
 //! and the holder checks its nonce before it applies deletions, so a holder
 //! whose lock was broken never deletes anything.
@@ -18,6 +19,25 @@ use std::time::Duration;
 use crate::address::Address;
 use crate::fsutil;
 use crate::store::{Store, StoreError};
+
+/// The names of the leases under `<store>/cluster/locks/`, all in one
+/// place so that no two kinds can collide.
+pub mod names {
+    use crate::address::Address;
+
+    /// The DNS failover announcer's lease (one holder in the cluster).
+    pub const ANNOUNCER: &str = "announcer";
+
+    /// The claim on an outbound queue entry while it is being delivered.
+    pub fn queue_entry(id: &str) -> String {
+        format!("queue.{id}")
+    }
+
+    /// The POP3 maildrop lock of a mailbox.
+    pub fn maildrop(addr: &Address) -> String {
+        format!("pop3.{addr}")
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -100,8 +120,8 @@ pub struct Claimant<'a> {
 
 impl Store {
     /// Takes the maildrop lock of `addr`.
-    pub fn lock_maildrop(&self, addr: &Address, who: Claimant<'_>, ttl: Duration, holder_dead: &dyn Fn(&Holder) -> bool) -> Result<MaildropLock, LockError> {
-        self.take_lease(&format!("pop3.{addr}"), who, ttl, holder_dead)
+    pub fn lock_maildrop(&self, addr: &Address, who: Claimant<'_>, ttl: Duration) -> Result<MaildropLock, LockError> {
+        self.take_lease(&names::maildrop(addr), who, ttl)
     }
 
     /// Who holds lease `name` now, if anyone, with the lease's age by the
@@ -122,11 +142,12 @@ impl Store {
         Ok(Holder::decode(&text).map(|h| (h, now.duration_since(mtime).unwrap_or_default())))
     }
 
-    /// Takes lease `name` for `who`. A lease older than `ttl` by the
-    /// store's clock is stale; so is one whose holder `holder_dead` says is
-    /// dead (from the cluster's live set), or whose holder process on this
-    /// same node is gone.
-    pub fn take_lease(&self, name: &str, who: Claimant<'_>, ttl: Duration, holder_dead: &dyn Fn(&Holder) -> bool) -> Result<Lease, LockError> {
+    /// Takes lease `name` (see [`names`]) for `who`. A lease older than
+    /// `ttl` by the store's clock is stale; so is one whose holder is dead
+    /// by its node's heartbeat, read now (stopped, too old, or another
+    /// process instance: [`crate::heartbeat::HeartbeatRecord::holder_dead`]),
+    /// or whose holder process on this same node is gone.
+    pub fn take_lease(&self, name: &str, who: Claimant<'_>, ttl: Duration) -> Result<Lease, LockError> {
         let node = who.node;
         let dir = self.locks_dir();
         let path = dir.join(name);
@@ -158,7 +179,7 @@ impl Store {
                     // A file we cannot read is stale once it is older than
                     // a moment (a writer between create and write).
                     None => age > Duration::from_secs(5),
-                    Some(h) => holder_dead(h) || (h.node == node && !process_alive(h.pid)),
+                    Some(h) => self.holder_dead(node, h) || (h.node == node && !process_alive(h.pid)),
                 };
             if !stale {
                 let who_holds = holder.map(|h| h.to_string()).unwrap_or_else(|| "another session".into());
@@ -257,9 +278,15 @@ fn process_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::heartbeat::{NodeInfo, STATE_SERVING, STATE_STOPPED};
 
     fn c(node: &str) -> Claimant<'_> {
         Claimant { node, instance: "i1" }
+    }
+
+    /// n1's heartbeat, of the instance that `c` claims for.
+    fn n1_heartbeat(state: &str) -> NodeInfo {
+        NodeInfo { node: "n1".into(), rank: 1, instance: "i1".into(), pid: std::process::id(), addresses: vec![], services: vec![], state: state.into(), protections: vec![] }
     }
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -273,11 +300,11 @@ mod tests {
         let (_d, s) = store();
         let a = Address::parse("a@example.test").unwrap();
         let ttl = Duration::from_secs(60);
-        let l = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
-        assert!(matches!(s.lock_maildrop(&a, c("n2"), ttl, &|_| false), Err(LockError::InUse { .. })));
+        let l = s.lock_maildrop(&a, c("n1"), ttl).unwrap();
+        assert!(matches!(s.lock_maildrop(&a, c("n2"), ttl), Err(LockError::InUse { .. })));
         l.refresh().unwrap();
         drop(l);
-        s.lock_maildrop(&a, c("n2"), ttl, &|_| false).unwrap();
+        s.lock_maildrop(&a, c("n2"), ttl).unwrap();
     }
 
     #[test]
@@ -285,8 +312,12 @@ mod tests {
         let (_d, s) = store();
         let a = Address::parse("a@example.test").unwrap();
         let ttl = Duration::from_secs(60);
-        let old = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
-        let new = s.lock_maildrop(&a, c("n2"), ttl, &|h| h.node == "n1").unwrap();
+        let old = s.lock_maildrop(&a, c("n1"), ttl).unwrap();
+        // A live n1 keeps its lock; stopped, it loses it.
+        s.write_heartbeat(&n1_heartbeat(STATE_SERVING)).unwrap();
+        assert!(matches!(s.lock_maildrop(&a, c("n2"), ttl), Err(LockError::InUse { .. })));
+        s.write_heartbeat(&n1_heartbeat(STATE_STOPPED)).unwrap();
+        let new = s.lock_maildrop(&a, c("n2"), ttl).unwrap();
         assert!(!old.still_held());
         assert!(old.refresh().is_err());
         drop(old); // must not remove n2's lock
@@ -298,11 +329,15 @@ mod tests {
         let (_d, s) = store();
         let a = Address::parse("a@example.test").unwrap();
         let ttl = Duration::from_secs(60);
-        let l = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
+        let l = s.lock_maildrop(&a, c("n1"), ttl).unwrap();
         assert!(l.release().unwrap(), "ours, released");
-        assert!(!s.locks_dir().join("pop3.a@example.test").exists());
-        let old = s.lock_maildrop(&a, c("n1"), ttl, &|_| false).unwrap();
-        let new = s.lock_maildrop(&a, c("n2"), ttl, &|h| h.node == "n1").unwrap();
+        assert!(!s.locks_dir().join(names::maildrop(&a)).exists());
+        let old = s.lock_maildrop(&a, c("n1"), ttl).unwrap();
+        // A live n1 keeps its lock; stopped, it loses it.
+        s.write_heartbeat(&n1_heartbeat(STATE_SERVING)).unwrap();
+        assert!(matches!(s.lock_maildrop(&a, c("n2"), ttl), Err(LockError::InUse { .. })));
+        s.write_heartbeat(&n1_heartbeat(STATE_STOPPED)).unwrap();
+        let new = s.lock_maildrop(&a, c("n2"), ttl).unwrap();
         assert!(!old.release().unwrap(), "broken meanwhile: nothing removed");
         assert!(new.still_held());
     }
@@ -332,7 +367,7 @@ mod tests {
     fn drop_in_async_code_does_not_block_the_runtime() {
         let (_d, s) = store();
         let a = Address::parse("a@example.test").unwrap();
-        let l = s.lock_maildrop(&a, c("n1"), Duration::from_secs(60), &|_| false).unwrap();
+        let l = s.lock_maildrop(&a, c("n1"), Duration::from_secs(60)).unwrap();
         let path = l.path.clone();
         let unblock = stall(&l);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -359,7 +394,7 @@ mod tests {
     #[test]
     fn release_async_has_a_deadline() {
         let (_d, s) = store();
-        let l = s.take_lease("announcer", c("n1"), Duration::from_secs(60), &|_| false).unwrap();
+        let l = s.take_lease(names::ANNOUNCER, c("n1"), Duration::from_secs(60)).unwrap();
         let path = l.path.clone();
         let unblock = stall(&l);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -388,8 +423,8 @@ mod tests {
     fn expired_lock_is_broken() {
         let (_d, s) = store();
         let a = Address::parse("a@example.test").unwrap();
-        let _old = s.lock_maildrop(&a, c("n1"), Duration::from_secs(60), &|_| false).unwrap();
+        let _old = s.lock_maildrop(&a, c("n1"), Duration::from_secs(60)).unwrap();
         std::thread::sleep(Duration::from_millis(30));
-        s.lock_maildrop(&a, c("n2"), Duration::from_millis(10), &|_| false).unwrap();
+        s.lock_maildrop(&a, c("n2"), Duration::from_millis(10)).unwrap();
     }
 }

@@ -43,7 +43,7 @@ fn files_are_0600_and_directories_0700_under_umask_022() {
     let env = Envelope { from: "alice@example.test".into(), rcpts: vec!["bob@remote.test".into()], created: 1, node: "n1".into(), ..Default::default() };
     sp.commit(&s, &[alice.clone()], Some(&env)).unwrap();
     s.enqueue("n1", b"dsn\r\n", &env).unwrap();
-    let lease = s.take_lease("queue.x", Claimant { node: "n1", instance: "i" }, Duration::from_secs(60), &|_| false).unwrap();
+    let lease = s.take_lease(&store::lock::names::queue_entry("x"), Claimant { node: "n1", instance: "i" }, Duration::from_secs(60)).unwrap();
     lease.refresh().unwrap();
     let stats = StatsRecorder::open(&s, "n1").unwrap();
     stats.count_in();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use cluster::dns::{
+use dns::{
     query_current, reconcile, DesiredRecords, DnsError, DnsTarget, TsigAlgorithm, TsigError,
     TsigKey,
 };

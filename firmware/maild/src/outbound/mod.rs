@@ -27,11 +27,6 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// The lease name of a queue entry.
-pub fn lease_name(id: &str) -> String {
-    format!("queue.{id}")
-}
-
 struct Runner {
     shared: Arc<Shared>,
     resolver: MxResolver,
@@ -133,10 +128,10 @@ impl Runner {
         let shared = &self.shared;
         let store = shared.store.clone();
         let (node, instance) = (shared.config.node.clone(), shared.instance.clone());
-        let name = lease_name(id);
+        let name = store::lock::names::queue_entry(id);
         let lease = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
             let who = store::Claimant { node: &node, instance: &instance };
-            store.take_lease(&name, who, QUEUE_LEASE_TTL, &|h| cluster::live::holder_dead(&store, &node, h))
+            store.take_lease(&name, who, QUEUE_LEASE_TTL)
         })
         .await;
         let lease = match lease {

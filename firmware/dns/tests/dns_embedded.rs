@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use cluster::dns::{query_current, DnsError, EmbeddedServer, ZoneData};
+use dns::{query_current, DnsError, EmbeddedServer, ZoneData};
 use common::*;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -310,7 +310,7 @@ async fn embedded_server_accepts_nsupdate_only_with_the_key() {
 
 async fn reconcile_state(addr: SocketAddr, live: &[u8]) {
     let desired = node_state(live);
-    cluster::dns::reconcile(&target(addr), &desired)
+    dns::reconcile(&target(addr), &desired)
         .await
         .expect("reconcile");
     assert_server_has(&target(addr), &desired).await;

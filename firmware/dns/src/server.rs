@@ -630,8 +630,8 @@ fn formerr(header: &RawHeader) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dns::client::parse_name;
-    use crate::dns::tsig::TsigAlgorithm;
+    use crate::client::parse_name;
+    use crate::tsig::TsigAlgorithm;
     use hickory_proto::op::Query;
     use hickory_proto::rr::rdata::A;
     use hickory_proto::rr::{RData, Record, RecordType};

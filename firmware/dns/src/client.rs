@@ -125,14 +125,16 @@ pub struct ReconcileOutcome {
     pub removed: Vec<String>,
 }
 
+/// What changed, without saying that DNS was updated: the log line or the
+/// message that shows it says that (`"DNS updated: {outcome}"`).
 impl fmt::Display for ReconcileOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.changed {
-            return f.write_str("DNS already up to date");
+            return f.write_str("no change");
         }
         write!(
             f,
-            "DNS updated: {} added, {} removed",
+            "{} added, {} removed",
             self.added.len(),
             self.removed.len()
         )?;
@@ -918,10 +920,10 @@ mod tests {
             added: vec!["x".into()],
             removed: vec!["y".into()],
         };
-        assert_eq!(o.to_string(), "DNS updated: 1 added, 1 removed; -y; +x");
+        assert_eq!(o.to_string(), "1 added, 1 removed; -y; +x");
         assert_eq!(
             ReconcileOutcome::default().to_string(),
-            "DNS already up to date"
+            "no change"
         );
     }
 
