@@ -20,7 +20,7 @@ fn read_pem_file(path: &Path) -> Result<Vec<u8>, CertError> {
 }
 
 /// Loads the certificate chain and key from PEM files (a node's
-/// --tls-cert/--tls-key), with the checks of an upload ([`check_pair`]):
+/// --tls-cert/--tls-key), with the checks of an upload ([`check_pair`](crate::check_pair)):
 /// a pair that clients could not use is refused with the reason, and the
 /// node does not start with it.
 pub fn load_files(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CertError> {

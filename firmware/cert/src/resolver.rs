@@ -132,7 +132,7 @@ impl ClusterCertResolver {
     /// Keeps the certificate in effect from running out, after a
     /// [`check`](Self::check): the self-signed one, when due, is renewed
     /// ([`renew_if_due`]) and presented; an uploaded one that expires
-    /// within [`RENEW_BEFORE_DAYS`] is warned about in the log once a day.
+    /// within [`RENEW_BEFORE_DAYS`](crate::RENEW_BEFORE_DAYS) is warned about in the log once a day.
     /// True when a renewed certificate is now presented. Blocking file I/O.
     pub fn maintain(&self, store: &Store, now: i64) -> Result<bool, CertError> {
         let (source, not_before, not_after) = {
