@@ -95,7 +95,7 @@ pub const TARGETS: &[Target] = &[
     Target { name: "sasl", about: "SASL PLAIN messages (proto::sasl::parse_plain)", run: sasl, dict: SASL_DICT, max_len: 1024 },
     Target { name: "multipart", about: "the admin page's multipart/form-data parser; the first line is the Content-Type", run: multipart, dict: MULTIPART_DICT, max_len: PROTO_MAX_INPUT },
     Target { name: "forms", about: "the admin page's urlencoded forms and queries, through its extractors and field checks", run: forms, dict: FORMS_DICT, max_len: PROTO_MAX_INPUT },
-    Target { name: "cert", about: "the check of an uploaded certificate chain and key (maild::tls)", run: cert, dict: CERT_DICT, max_len: maild::tls::MAX_PEM_BYTES + 16 },
+    Target { name: "cert", about: "the check of an uploaded certificate chain and key (cert::upload)", run: cert, dict: CERT_DICT, max_len: cert::MAX_PEM_BYTES + 16 },
 ];
 
 /// The target called `name`.
@@ -688,11 +688,11 @@ thread_local! {
 }
 
 /// The check an uploaded certificate chain and key pass before they are
-/// saved: today it is part of `maild::tls::upload`, which saves the pair
+/// saved: today it is part of `cert::upload`, which saves the pair
 /// when it passes. This is the one line to change when the check has an
 /// entry point of its own.
-fn upload_check(store: &store::Store, pem: &str) -> Result<maild::tls::CertInfo, maild::tls::TlsError> {
-    maild::tls::upload(store, pem)
+fn upload_check(store: &store::Store, pem: &str) -> Result<cert::CertInfo, cert::CertError> {
+    cert::upload(store, pem)
 }
 
 fn cert(input: &[u8], f: &mut Features) {
@@ -706,7 +706,7 @@ fn cert(input: &[u8], f: &mut Features) {
         // The admin page refuses text that is not UTF-8 before the check;
         // the rest of the bytes still reach it.
         let text = String::from_utf8_lossy(input);
-        let before = maild::tls::cert_info(&cs.store).expect("the store's certificate reads");
+        let before = cert::cert_info(&cs.store).expect("the store's certificate reads");
         match upload_check(&cs.store, &text) {
             Err(e) => {
                 // The kind of error and the first words of its reason:
@@ -716,14 +716,14 @@ fn cert(input: &[u8], f: &mut Features) {
                 let text = e.to_string();
                 let reason: Vec<String> = text.rsplit(": ").next().unwrap_or_default().split(' ').filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphabetic())).take(3).map(str::to_string).collect();
                 f.note(("cert error", kind, reason));
-                let after = maild::tls::cert_info(&cs.store).unwrap_or_else(|err| panic!("a refused upload ({e}) left a certificate that does not read: {err}"));
+                let after = cert::cert_info(&cs.store).unwrap_or_else(|err| panic!("a refused upload ({e}) left a certificate that does not read: {err}"));
                 assert_eq!((&before.sha256, &before.source), (&after.sha256, &after.source), "a refused upload ({e}) changed the certificate");
             }
             Ok(info) => {
                 f.note("cert accepted");
-                assert_eq!(info.source, maild::tls::SOURCE_UPLOADED);
+                assert_eq!(info.source, cert::SOURCE_UPLOADED);
                 assert_eq!(info.sha256.len(), 32 * 3 - 1, "bad fingerprint {}", info.sha256);
-                let now = maild::tls::cert_info(&cs.store).expect("the uploaded certificate reads back");
+                let now = cert::cert_info(&cs.store).expect("the uploaded certificate reads back");
                 assert_eq!((&now.sha256, &now.source), (&info.sha256, &info.source), "the node does not present what was uploaded");
                 // Round trip: the saved text is an upload that passes too,
                 // with the same certificate.

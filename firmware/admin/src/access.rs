@@ -7,9 +7,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cert::ClusterCertResolver;
 use store::{Address, Store};
 
 use crate::commands::Setting;
@@ -32,7 +33,7 @@ const MAX_QUEUE_ID: usize = 200;
 /// Header bytes `queue show` prints at most.
 const MAX_SHOWN_HEADER: usize = 16 * 1024;
 
-pub use maild::tls::CertInfo as CertView;
+pub use cert::CertInfo as CertView;
 
 /// One node of the live set.
 #[derive(Debug, Clone)]
@@ -91,11 +92,25 @@ pub fn valid_queue_id(id: &str) -> bool {
 pub struct StoreAccess {
     root: PathBuf,
     busy: Arc<AtomicUsize>,
+    /// The process's resolver of the cluster certificate, once it has one
+    /// (see [`StoreAccess::use_cert_resolver`]).
+    cert: Arc<OnceLock<Arc<ClusterCertResolver>>>,
 }
 
 impl StoreAccess {
     pub fn new(root: &Path) -> StoreAccess {
-        StoreAccess { root: root.to_path_buf(), busy: Arc::new(AtomicUsize::new(0)) }
+        StoreAccess { root: root.to_path_buf(), busy: Arc::new(AtomicUsize::new(0)), cert: Arc::new(OnceLock::new()) }
+    }
+
+    /// Gives the command set the process's resolver of this store's
+    /// cluster certificate (the one its TLS servers present): `cert
+    /// upload` and `cert regenerate` then go through it, so that this
+    /// process presents the new certificate at once. Without one they
+    /// change only the store, and every process, this one too, follows
+    /// within [`cert::RELOAD_INTERVAL`]. Once for this access and its
+    /// clones: false if it has one already.
+    pub fn use_cert_resolver(&self, resolver: Arc<ClusterCertResolver>) -> bool {
+        self.cert.set(resolver).is_ok()
     }
 
     pub fn root(&self) -> &Path {
@@ -259,7 +274,7 @@ impl StoreAccess {
     }
 
     pub fn cert_show(&self) -> Result<CertView, String> {
-        self.call(STORE_READ_DEADLINE, |s| maild::tls::cert_info(s).map_err(|e| e.to_string()))
+        self.call(STORE_READ_DEADLINE, |s| cert::cert_info(s).map_err(|e| e.to_string()))
     }
 
     /// Saves an uploaded certificate; the second value warns when it does
@@ -267,8 +282,13 @@ impl StoreAccess {
     /// host name may be about to change).
     pub fn cert_upload(&self, pem: &str) -> Result<(CertView, Option<String>), String> {
         let pem = pem.to_string();
+        let resolver = self.cert.get().cloned();
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            let view = maild::tls::upload(s, &pem).map_err(|e| e.to_string())?;
+            let view = match &resolver {
+                Some(r) => r.upload(s, &pem),
+                None => cert::upload(s, &pem),
+            }
+            .map_err(|e| e.to_string())?;
             let host = s.settings().hostname.clone();
             let warning = (!names_cover(&view.names, &host)).then(|| format!("WARNING: the certificate does not name {host}, the name clients use; they will refuse it"));
             Ok((view, warning))
@@ -276,7 +296,14 @@ impl StoreAccess {
     }
 
     pub fn cert_regenerate(&self) -> Result<CertView, String> {
-        self.call(STORE_CHANGE_DEADLINE, |s| maild::tls::regenerate(s).map_err(|e| e.to_string()))
+        let resolver = self.cert.get().cloned();
+        self.call(STORE_CHANGE_DEADLINE, move |s| {
+            match &resolver {
+                Some(r) => r.regenerate(s),
+                None => cert::regenerate(s),
+            }
+            .map_err(|e| e.to_string())
+        })
     }
 
     /// The admin password's hash in the store; Ok(None) when none is set.

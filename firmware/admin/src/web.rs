@@ -49,6 +49,7 @@
 //!   uploaded, and HSTS would forbid clicking through the warning.
 
 mod auth;
+pub mod box_page;
 mod conn;
 mod html;
 mod multipart;
@@ -96,9 +97,9 @@ pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 8;
 /// addresses of an IPv4 /24. One more replaces that network's oldest.
 pub const MAX_CONNECTIONS_PER_NETWORK: usize = 16;
 /// Largest request body taken: a certificate upload is up to
-/// `maild::tls::MAX_PEM_BYTES` (64 KiB) of PEM, which form encoding may
+/// `cert::MAX_PEM_BYTES` (64 KiB) of PEM, which form encoding may
 /// grow (up to three bytes per character in the worst case).
-pub const MAX_BODY_BYTES: usize = 4 * maild::tls::MAX_PEM_BYTES;
+pub const MAX_BODY_BYTES: usize = 4 * cert::MAX_PEM_BYTES;
 /// A TLS handshake not done by then is dropped (silent connections).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's header must arrive within this (slow-header clients).

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use admin::commands::{execute, Command};
+use admin::commands::{execute, Command, Host};
 use admin::process::{ProcessHost, ProcessInfo};
 use base64::Engine;
 
@@ -43,7 +43,7 @@ fn presented(config: Arc<rustls::ServerConfig>) -> String {
     }
     assert!(!client.is_handshaking(), "handshake incomplete");
     let rustls::Connection::Client(c) = client else { unreachable!() };
-    maild::tls::fingerprint(&c.peer_certificates().expect("a certificate")[0])
+    cert::fingerprint(&c.peer_certificates().expect("a certificate")[0])
 }
 
 #[test]
@@ -51,14 +51,17 @@ fn a_damaged_certificate_is_refused_and_tls_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = store::Store::init(&root, "example.test", None).unwrap();
-    let resolver = maild::tls::cluster_resolver(&store).unwrap();
-    let tls = maild::tls::server_config(resolver);
+    // The process's one resolver, for its TLS server and its command set.
+    let resolver = cert::ClusterCertResolver::load(&store).unwrap();
+    let tls = cert::server_config(resolver.clone());
     let host = ProcessHost::new(&root, None, ProcessInfo { node: "n1".into(), rank: Some(1), address: "127.0.0.1".into() });
+    assert!(host.store().use_cert_resolver(resolver.clone()));
+    assert!(!host.store().use_cert_resolver(resolver), "one resolver per access");
     let upload = |text: &str| execute(&Command::CertUpload, &host, None, Some(text));
 
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["mail.example.test".to_string()]).unwrap().self_signed(&key).unwrap();
-    let good = maild::tls::fingerprint(cert.der());
+    let good = cert::fingerprint(cert.der());
     let r = upload(&format!("{}{}", cert.pem(), key.serialize_pem()));
     assert!(!r.error, "{}", r.text);
     assert!(r.text.starts_with("certificate saved"), "{}", r.text);

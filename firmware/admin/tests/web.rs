@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use admin::access::StoreAccess;
+use admin::commands::Host;
 use admin::process::{ProcessHost, ProcessInfo};
 use admin::web::{self, Limits, WebConfig};
 use http_body_util::{BodyExt, Full};
@@ -68,13 +69,14 @@ async fn start_with(node: &str, cfg: WebConfig) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("store");
     let store = store::Store::init(&root, "example.test", None).unwrap();
-    let resolver = maild::tls::cluster_resolver(&store).unwrap();
+    let resolver = cert::ClusterCertResolver::load(&store).unwrap();
     let cert = resolver.current().cert[0].clone();
-    let tls = maild::tls::server_config(resolver);
+    let tls = cert::server_config(resolver.clone());
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "node = \"n1\"\nrank = 1\n").unwrap();
     let info = ProcessInfo { node: node.into(), rank: Some(1), address: "127.0.0.1".into() };
     let host = Arc::new(ProcessHost::new(&root, Some(config.clone()), info));
+    host.store().use_cert_resolver(resolver);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

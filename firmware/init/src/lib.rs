@@ -25,5 +25,4 @@ pub mod power;
 pub mod service;
 pub mod settings;
 pub mod storage;
-pub mod web;
 pub mod sys;

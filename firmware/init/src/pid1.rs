@@ -783,7 +783,7 @@ impl Web {
         let (host, store, addr) = (self.host.clone(), self.store.clone(), self.addr);
         let _ = std::thread::Builder::new().name("web".into()).spawn(move || {
             let listen = std::net::SocketAddr::from((addr.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED), PORT_ADMIN_HTTPS));
-            match crate::web::run(host, &store, listen) {
+            match admin::web::box_page::run(host, &store, listen, |at| say!("admin page on https://{at}/")) {
                 Ok(()) => say!("admin page stopped"),
                 Err(e) => alarm!("admin page on {listen}: {e}"),
             }

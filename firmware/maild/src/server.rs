@@ -263,7 +263,13 @@ pub struct Node {
 impl Node {
     /// Opens the store, prepares TLS and binds every listener, so that a
     /// configuration error is reported before anything is served.
-    pub async fn bind(config: NodeConfig) -> anyhow::Result<Node> {
+    ///
+    /// The sessions present the node's --tls-cert/--tls-key files if it
+    /// has them, else `cluster_cert`: the process's one resolver of the
+    /// cluster certificate (made by the caller, who may share it with an
+    /// admin page), which the node keeps following the store
+    /// ([`cert::spawn_reloader`]).
+    pub async fn bind(config: NodeConfig, cluster_cert: Option<Arc<cert::ClusterCertResolver>>) -> anyhow::Result<Node> {
         config.validate().map_err(anyhow::Error::msg)?;
         let (root, node) = (config.store.clone(), config.node.clone());
         let (store, cleaned, swept) = store::blocking::call(STORE_START_DEADLINE, move || -> Result<_, store::StoreError> {
@@ -279,21 +285,17 @@ impl Node {
         if swept.total() > 0 {
             tracing::info!(report = ?swept, "removed what a crash left in the store");
         }
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(c), Some(k)) => {
-                let (certs, key) = tls::load_files(c, k)?;
-                tls::acceptor(certs, key)?
-            }
-            _ => {
+        let tls = match (&config.tls_cert, &config.tls_key, cluster_cert) {
+            (Some(c), Some(k), _) => tls::files_acceptor(c, k)?,
+            (_, _, Some(resolver)) => {
                 // The store's cluster certificate, followed when it changes
                 // (an upload or regeneration on any node).
-                let s = store.clone();
-                let resolver = store::blocking::call(STORE_START_DEADLINE, move || tls::cluster_resolver(&s)).await??;
-                tls::spawn_reloader(&resolver, store.clone());
+                cert::spawn_reloader(&resolver, store.clone());
                 let info = resolver.info();
                 tracing::info!(certificate = %info.path, source = %info.source, sha256 = %info.sha256, "using the cluster certificate");
-                tokio_rustls::TlsAcceptor::from(tls::server_config(resolver))
+                tls::cluster_acceptor(resolver)
             }
+            _ => anyhow::bail!("no certificate: neither --tls-cert/--tls-key nor the cluster certificate"),
         };
         let mut listeners = Vec::new();
         for (service, addrs) in [

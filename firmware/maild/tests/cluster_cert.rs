@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use maild::{tls, NodeConfig, Service};
+use cert::ClusterCertResolver;
+use maild::{NodeConfig, Service};
 use rustls::pki_types::ServerName;
 use store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,7 +13,7 @@ use tokio::net::TcpStream;
 
 /// How long a reload by the node's own timer may take in this test: a few
 /// of its intervals, for a slow machine.
-const RELOAD_WAIT: Duration = Duration::from_secs(4 * tls::RELOAD_INTERVAL.as_secs());
+const RELOAD_WAIT: Duration = Duration::from_secs(4 * cert::RELOAD_INTERVAL.as_secs());
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Takes any certificate (the outbound client's opportunistic settings):
@@ -27,7 +28,7 @@ async fn handshake(sock: TcpStream) -> String {
     let name = ServerName::try_from("mail.example.test").unwrap();
     let tls = tokio::time::timeout(IO_TIMEOUT, connector().connect(name, sock)).await.expect("handshake in time").expect("handshake");
     let (_, conn) = tls.get_ref();
-    tls::fingerprint(&conn.peer_certificates().expect("a certificate")[0])
+    cert::fingerprint(&conn.peer_certificates().expect("a certificate")[0])
 }
 
 /// Implicit TLS (RFC 8314 3.3): the handshake comes first.
@@ -99,7 +100,7 @@ async fn wait_for(addr: SocketAddr, expected: &str, within: Duration) -> Duratio
 fn new_cert(name: &str) -> (String, String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem(), tls::fingerprint(cert.der()))
+    (cert.pem(), key.serialize_pem(), cert::fingerprint(cert.der()))
 }
 
 /// A valid certificate for mail.example.test with one length byte
@@ -126,7 +127,7 @@ fn short_lived_self_signed(days: u64) -> (String, String) {
     p.not_before = rcgen::date_time_ymd(1970, 1, 1) + (now - Duration::from_secs(86_400));
     p.not_after = rcgen::date_time_ymd(1970, 1, 1) + (now + Duration::from_secs(days * 86_400));
     let cert = p.self_signed(&key).unwrap();
-    (format!("{}{}", key.serialize_pem(), cert.pem()), tls::fingerprint(cert.der()))
+    (format!("{}{}", key.serialize_pem(), cert.pem()), cert::fingerprint(cert.der()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +139,9 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
     let mut cfg = NodeConfig { store: root.clone(), node: "n1".into(), smtp: local.clone(), submission: local.clone(), submissions: local.clone(), pop3: local.clone(), pop3s: local.clone(), ..Default::default() };
     cfg.outbound.enabled = false;
     cfg.inbound.verify = false;
-    let node = maild::Node::bind(cfg).await.unwrap();
+    // The process's one resolver, as the binary makes it.
+    let resolver = ClusterCertResolver::load(&store).unwrap();
+    let node = maild::Node::bind(cfg, Some(resolver.clone())).await.unwrap();
     let addrs = node.local_addrs();
     assert_eq!(addrs.len(), 5);
     let pop3s = addrs.iter().find(|(s, _)| *s == Service::Pop3s).unwrap().1;
@@ -148,8 +151,8 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
     }));
 
     // At start: the store's self-signed certificate, on every service.
-    let first = tls::cert_info(&store).unwrap();
-    assert_eq!(first.source, tls::SOURCE_SELF_SIGNED);
+    let first = cert::cert_info(&store).unwrap();
+    assert_eq!(first.source, cert::SOURCE_SELF_SIGNED);
     for (service, fp) in all_services(&addrs).await {
         assert_eq!(fp, first.sha256, "{service}");
     }
@@ -164,9 +167,9 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
         assert_eq!(fp, fp_other, "{service}");
     }
 
-    // An upload through this process: in effect at once.
+    // An upload through this process's resolver: in effect at once.
     let (cert, key, fp_uploaded) = new_cert("mail.example.test");
-    let info = tls::upload(&store, &format!("{key}{cert}")).unwrap();
+    let info = resolver.upload(&store, &format!("{key}{cert}")).unwrap();
     assert_eq!(info.sha256, fp_uploaded);
     for (service, fp) in all_services(&addrs).await {
         assert_eq!(fp, fp_uploaded, "{service}");
@@ -174,18 +177,17 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
 
     // A refused upload changes nothing.
     let (_, wrong_key, _) = new_cert("mail.example.test");
-    assert!(matches!(tls::upload(&store, &format!("{cert}{wrong_key}")), Err(tls::TlsError::KeyMismatch)));
+    assert!(matches!(resolver.upload(&store, &format!("{cert}{wrong_key}")), Err(cert::CertError::KeyMismatch)));
     assert_eq!(implicit(pop3s).await, fp_uploaded);
 
     // A certificate with damaged DER (one length byte of the issuer's OID)
     // is refused, whether uploaded or written into the store by another
     // node; every service goes on with the one it had.
     let (damaged, damaged_key) = damaged_cert();
-    let err = tls::upload(&store, &format!("{damaged}{damaged_key}")).unwrap_err();
+    let err = resolver.upload(&store, &format!("{damaged}{damaged_key}")).unwrap_err();
     assert!(err.to_string().contains("invalid DER"), "{err}");
     store::fsutil::write_atomic(&root.join("tls/cluster.pem"), format!("{damaged}{damaged_key}").as_bytes()).unwrap();
-    // The node's own resolver (one per store in a process) looks now.
-    let resolver = tls::cluster_resolver(&store).unwrap();
+    // The node's resolver looks now.
     let _ = resolver.check(&store);
     assert_eq!(resolver.info().sha256, fp_uploaded);
     for (service, fp) in all_services(&addrs).await {
@@ -193,7 +195,7 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
     }
 
     // Regeneration: a fresh self-signed certificate.
-    let fresh = tls::regenerate(&store).unwrap();
+    let fresh = resolver.regenerate(&store).unwrap();
     assert_ne!(fresh.sha256, first.sha256);
     for (service, fp) in all_services(&addrs).await {
         assert_eq!(fp, fresh.sha256, "{service}");
@@ -213,7 +215,7 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
         assert!(start.elapsed() < 2 * RELOAD_WAIT, "not renewed after {:?}", start.elapsed());
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let info = tls::cert_info(&store).unwrap();
+    let info = cert::cert_info(&store).unwrap();
     assert_eq!(info.sha256, renewed);
     assert!(info.expires_in_days > 300, "{info:?}");
     for (service, fp) in all_services(&addrs).await {

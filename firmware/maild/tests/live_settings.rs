@@ -79,7 +79,8 @@ async fn node_follows_cluster_settings_and_counts_messages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("s");
     let admin = Store::init(&root, "example.test", None).expect("store");
-    let node = Node::bind(config(&root)).await.expect("bind");
+    let resolver = cert::ClusterCertResolver::load(&admin).expect("the cluster certificate");
+    let node = Node::bind(config(&root), Some(resolver)).await.expect("bind");
     let smtp = node.local_addrs().into_iter().find(|(s, _)| *s == Service::Smtp).expect("smtp listener").1;
     let shared = node.shared().clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -454,10 +455,15 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let node = maild::Node::bind(cfg.clone()).await?;
+        // The process's one resolver of the cluster certificate: the node's
+        // sessions present it (unless the node has files of its own), and
+        // the admin page and its command set share it.
+        let own_files = cfg.tls_cert.is_some() && cfg.tls_key.is_some();
+        let cluster_cert = if !own_files || !cfg.admin.listen.is_empty() { Some(load_cluster_cert(&cfg.store).await?) } else { None };
+        let node = maild::Node::bind(cfg.clone(), cluster_cert.clone()).await?;
         let mut addrs: Vec<String> = node.local_addrs().iter().map(|(s, a)| format!("{s}={a}")).collect();
-        if !cfg.admin.listen.is_empty() {
-            for a in start_admin_page(&cfg, config_file, &addrs).await? {
+        if let (false, Some(resolver)) = (cfg.admin.listen.is_empty(), cluster_cert) {
+            for a in start_admin_page(&cfg, config_file, &addrs, resolver).await? {
                 addrs.push(format!("admin={a}"));
             }
         }
@@ -470,12 +476,29 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// How long a start waits for the store to hand out the cluster
+/// certificate (opening the store, maybe making the self-signed one).
+const CLUSTER_CERT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Loads the store's cluster certificate and keeps it following the store
+/// (an upload or renewal on any node).
+async fn load_cluster_cert(root: &Path) -> anyhow::Result<Arc<cert::ClusterCertResolver>> {
+    let root = root.to_path_buf();
+    let (store, resolver) = store::blocking::call(CLUSTER_CERT_DEADLINE, move || -> anyhow::Result<_> {
+        let store = Store::open(&root)?;
+        let resolver = cert::ClusterCertResolver::load(&store)?;
+        Ok((Arc::new(store), resolver))
+    })
+    .await??;
+    cert::spawn_reloader(&resolver, store);
+    Ok(resolver)
+}
+
 /// The admin page of a node run as a process: the command set over this
 /// node's config file and store, with the cluster's certificate.
-async fn start_admin_page(cfg: &NodeConfig, config_file: Option<PathBuf>, services: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
-    let store = cfg.store.clone();
-    let resolver = tokio::task::spawn_blocking(move || Store::open(&store).map_err(anyhow::Error::from).and_then(|s| maild::tls::cluster_resolver(&s).map_err(anyhow::Error::from))).await??;
-    let tls = maild::tls::server_config(resolver);
+async fn start_admin_page(cfg: &NodeConfig, config_file: Option<PathBuf>, services: &[String], resolver: Arc<cert::ClusterCertResolver>) -> anyhow::Result<Vec<SocketAddr>> {
+    use admin::commands::Host;
+    let tls = cert::server_config(resolver.clone());
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for a in &cfg.admin.listen {
@@ -484,7 +507,9 @@ async fn start_admin_page(cfg: &NodeConfig, config_file: Option<PathBuf>, servic
         listeners.push(l);
     }
     let info = admin::process::ProcessInfo { node: cfg.node.clone(), rank: Some(cfg.rank), address: services.join(" ") };
-    let host = std::sync::Arc::new(admin::process::ProcessHost::new(&cfg.store, config_file, info));
+    let host = Arc::new(admin::process::ProcessHost::new(&cfg.store, config_file, info));
+    // `cert upload`/`cert regenerate` on this page: presented here at once.
+    host.store().use_cert_resolver(resolver);
     let mut web = admin::web::WebConfig::default();
     if cfg.admin.session_idle_secs > 0 {
         web.session_idle = std::time::Duration::from_secs(cfg.admin.session_idle_secs);
