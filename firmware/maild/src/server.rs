@@ -227,6 +227,14 @@ impl Drop for ConnSlot {
 }
 
 impl Shared {
+    /// What the sessions of a node share, with the store taken as healthy
+    /// and `live` as the live set until the monitor reads it again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(config: NodeConfig, store: Arc<Store>, auth: Authenticator, tls: tokio_rustls::TlsAcceptor, instance: String, verifier: Option<mailauth::Verifier>, stats: StatsRecorder, live: LiveSet) -> Shared {
+        let message_memory = Arc::new(crate::memory::MemoryBudget::new(config.limits.message_memory_total));
+        Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), message_memory, counts: Mutex::new(ConnCounts::default()) }
+    }
+
     pub fn store_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
@@ -338,8 +346,7 @@ impl Node {
             Ok((heartbeat, read_live_set(&s, &node)?))
         })
         .await??;
-        let message_memory = config.limits.message_memory_total;
-        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)), queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
+        let shared = Arc::new(Shared::new(config, store, auth, tls, instance, verifier, stats, live));
         Ok(Node { shared, listeners, heartbeat })
     }
 
