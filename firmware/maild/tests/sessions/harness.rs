@@ -26,6 +26,8 @@ pub const PEER: &str = "192.0.2.25:40000";
 /// How long a test waits for a reply or for the session to end before it
 /// fails: far longer than a session takes, short enough for a hung test.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often `spool_empties` looks.
+const SPOOL_POLL: Duration = Duration::from_millis(10);
 /// The in-memory pipe's buffer in each direction.
 const PIPE_BUFFER: usize = 256 * 1024;
 /// How long a session's write may wait for the test to read.
@@ -127,6 +129,20 @@ impl Harness {
     /// Files left in the node's spool directory.
     pub fn spool_files(&self) -> usize {
         std::fs::read_dir(self.store.spool_dir(NODE)).map_or(0, |d| d.count())
+    }
+
+    /// Waits until the spool is empty: a refused or abandoned message's
+    /// spool file is removed on the blocking pool, a moment after the
+    /// reply (there is no event to await). False if it never empties.
+    pub async fn spool_empties(&self) -> bool {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        while self.spool_files() > 0 {
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(SPOOL_POLL).await;
+        }
+        true
     }
 }
 

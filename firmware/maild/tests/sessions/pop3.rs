@@ -145,6 +145,46 @@ async fn deletions_count_only_at_quit() {
     assert_eq!(h.mailbox(ALICE), vec![M2.to_vec()]);
     let mut c = login(&h).await;
     assert_eq!(c.pop("UIDL 1").await, format!("+OK 1 {n2}"));
+    assert!(c.pop("QUIT").await.starts_with("+OK"));
+    c.ended().await;
+    // Every session ended: no maildrop lock is left behind.
+    assert!(!h.store.locks_dir().join(format!("pop3.{ALICE}")).exists(), "maildrop lock left");
+}
+
+/// Messages too large to be read whole are streamed from the file: the
+/// stuffing and the TOP cut stay exact across the read boundaries.
+#[tokio::test]
+async fn large_messages_are_streamed_exactly() {
+    let h = Harness::new();
+    let mut m = b"Subject: big\r\nX-Long: header\r\n\r\n".to_vec();
+    for i in 0..3000 {
+        if i % 7 == 0 {
+            m.push(b'.');
+        }
+        m.extend_from_slice(format!("{i:05} {}\r\n", "x".repeat(64)).as_bytes());
+    }
+    assert!(m.len() > 128 * 1024);
+    h.deliver(&[ALICE], &m);
+    let mut c = login(&h).await;
+    assert_eq!(c.pop("RETR 1").await, format!("+OK {} octets", m.len()));
+    assert_eq!(c.multi().await, stuffed(&m));
+    let head_end = m.windows(4).position(|w| w == b"\r\n\r\n").expect("header end") + 4;
+    let top: Vec<u8> = m[..head_end].iter().copied().chain(m[head_end..].split_inclusive(|&b| b == b'\n').take(2500).flatten().copied()).collect();
+    assert_eq!(c.pop("TOP 1 2500").await, "+OK");
+    assert_eq!(c.multi().await, stuffed(&top));
+}
+
+/// RFC 2449 4: command lines up to 255 octets, so a user name longer than
+/// RFC 1939's 40 characters logs in.
+#[tokio::test]
+async fn long_user_names_log_in() {
+    let h = Harness::new();
+    let long = "firstname.middlename.lastname.department@example.test";
+    let domains = h.store.settings().domains.clone();
+    h.store.accounts().add(&addr(long), "pw", &domains).expect("add user");
+    let mut c = h.pop3().await;
+    assert_eq!(c.pop(&format!("USER {long}")).await, "+OK send PASS");
+    assert_eq!(c.pop("PASS pw").await, "+OK maildrop has 0 messages (0 octets)");
 }
 
 #[tokio::test]

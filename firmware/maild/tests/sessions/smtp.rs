@@ -112,7 +112,7 @@ async fn a_message_is_stored_with_our_trace_headers_and_exact_bytes() {
     assert_eq!(bob.len(), 1);
     let text = String::from_utf8_lossy(&bob[0]);
     assert!(text.ends_with("to two, no for\r\n") && !text.contains("\tfor <"), "RFC 5321 4.4: no \"for\" with two recipients: {text}");
-    assert_eq!(h.spool_files(), 0);
+    assert!(h.spool_empties().await, "spool files left");
 }
 
 #[tokio::test]
@@ -218,7 +218,7 @@ async fn the_message_size_limit_holds_at_mail_and_after_data() {
     assert!(stored[0].ends_with(&m));
     assert_eq!(c.cmd("QUIT").await.0, 221);
     c.ended().await;
-    assert_eq!(h.spool_files(), 0);
+    assert!(h.spool_empties().await, "spool files left");
 }
 
 #[tokio::test]
@@ -258,7 +258,7 @@ async fn bare_line_ends_and_nul_refuse_the_whole_message() {
         assert_eq!(c.cmd("NOOP").await.0, 250, "{name}");
     }
     assert!(h.mailbox(ALICE).is_empty() && h.mailbox(BOB).is_empty());
-    assert_eq!(h.spool_files(), 0);
+    assert!(h.spool_empties().await, "spool files left");
 }
 
 #[tokio::test]
@@ -274,11 +274,7 @@ async fn a_session_dropped_in_data_stores_nothing() {
     c.hang_up().await;
     assert!(h.mailbox(ALICE).is_empty() && h.mailbox(BOB).is_empty());
     // The spool file is removed on the blocking pool after the session.
-    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
-    while h.spool_files() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert_eq!(h.spool_files(), 0);
+    assert!(h.spool_empties().await, "spool files left");
 }
 
 #[tokio::test]
@@ -372,4 +368,78 @@ async fn wrong_passwords_get_535_and_the_third_closes_the_session() {
     assert_eq!(c.reply().await, (421, "4.7.0 Too many failed authentications, closing connection".into()));
     assert!(c.closed().await.is_empty());
     c.ended().await;
+    // An unknown user fails the same way (or is told to wait, after the
+    // failures before).
+    let mut c = submission(&h).await;
+    let (code, text) = c.cmd(&format!("AUTH PLAIN {}", b64("\0mallory@example.test\0secret"))).await;
+    assert!(code == 535 || code == 454, "{code} {text}");
+}
+
+/// The SMTP smuggling family (CVE-2023-51764 and relatives): only
+/// <CRLF>.<CRLF> ends the data, so nothing can be smuggled behind a
+/// sloppy end; the one message that results has bare line ends and is
+/// refused.
+#[tokio::test]
+async fn no_end_of_data_but_crlf_dot_crlf_and_dots_undone_exactly() {
+    let h = Harness::new();
+    let mut c = h.smtp().await;
+    assert_eq!(c.cmd("EHLO attacker.example").await.0, 250);
+    let smuggled = b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n";
+    for (name, end) in [("LF.LF", &b"\n.\n"[..]), ("CR.CR", b"\r.\r"), ("LF.CRLF", b"\n.\r\n"), ("CR.CRLF", b"\r.\r\n"), ("CRLF.LF", b"\r\n.\n"), ("CRLF.CR", b"\r\n.\r")] {
+        start_data(&mut c, &["alice@example.test"]).await;
+        c.send(&[&b"Subject: first\r\n\r\nhello"[..], end, smuggled].concat()).await;
+        let (code, text) = c.reply().await;
+        assert_eq!(code, 554, "{name}: {text}");
+        assert!(text.starts_with("5.6.0"), "{name}: {text}");
+        assert_eq!(c.cmd("RSET").await.0, 250, "{name}: out of step");
+    }
+    assert!(h.mailbox(ALICE).is_empty() && h.mailbox(BOB).is_empty());
+    // RFC 5321 4.5.2: one leading dot is removed, no more.
+    start_data(&mut c, &["alice@example.test"]).await;
+    c.send(b"Subject: dots\r\n\r\n..\r\n...\r\n.x\r\n..y\r\nend\r\n.\r\n").await;
+    assert_eq!(c.reply().await.0, 250);
+    let m = h.mailbox(ALICE);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].ends_with(b"\r\nSubject: dots\r\n\r\n.\r\n..\r\nx\r\n.y\r\nend\r\n"), "{:?}", String::from_utf8_lossy(&m[0]));
+}
+
+/// Wherever a session is cut off in a transaction, nothing is stored
+/// and the spool is left empty.
+#[tokio::test]
+async fn sessions_dropped_anywhere_in_a_transaction_store_nothing() {
+    let h = Harness::new();
+    let cuts: [&[u8]; 4] = [b"", b"Subject: half\r\n\r\nhalf a li", b"Subject: almost\r\n\r\nbody\r\n.", b"Subject: almost\r\n\r\nbody\r\n.\r"];
+    for cut in cuts {
+        let mut c = h.smtp().await;
+        assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+        start_data(&mut c, &["alice@example.test", "bob@example.test"]).await;
+        c.send(cut).await;
+        c.hang_up().await;
+    }
+    let mut c = h.smtp().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<carol@remote.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<alice@example.test>").await.0, 250);
+    c.hang_up().await;
+    assert!(h.mailbox(ALICE).is_empty() && h.mailbox(BOB).is_empty());
+    assert!(h.spool_empties().await, "spool files left");
+}
+
+/// Logins and recipients are compared with ASCII case folded and nothing
+/// else: U+212A KELVIN SIGN, which lower-cases to an ASCII k in Unicode,
+/// is no alias of kim.
+#[tokio::test]
+async fn a_kelvin_sign_is_no_alias_of_k() {
+    let h = Harness::new();
+    let domains = h.store.settings().domains.clone();
+    h.store.accounts().add(&addr("kim@example.test"), "kimpass", &domains).expect("add kim");
+    let mut c = submission(&h).await;
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", b64("\0\u{212A}im@example.test\0kimpass"))).await.0, 535);
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", b64("\0KIM@Example.TEST\0kimpass"))).await.0, 235);
+    let mut c = h.smtp().await;
+    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<carol@remote.test> SMTPUTF8").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<\u{212A}im@example.test>").await.0, 550);
+    assert_eq!(c.cmd("RCPT TO:<Kim@example.test>").await.0, 250);
+    assert_eq!(c.cmd("RCPT TO:<Alice@EXAMPLE.Test>").await.0, 250);
 }
