@@ -61,14 +61,16 @@ impl Member {
     /// Publishes the node's first heartbeat and reads the live set, each
     /// store step within `deadline`.
     pub async fn join(store: Arc<Store>, info: NodeInfo, deadline: Duration) -> Result<Member, MemberError> {
+        Ok(store::blocking::call(deadline, move || Member::join_blocking(store, info)).await??)
+    }
+
+    /// [`Member::join`] on the calling thread, without a deadline: for
+    /// callers that are not async (tests, tools).
+    pub fn join_blocking(store: Arc<Store>, info: NodeInfo) -> Result<Member, LiveError> {
         let (node, instance) = (info.node.clone(), info.instance.clone());
         let heartbeat = Heartbeat::new(store.clone(), info);
-        let (s, me) = (store.clone(), node.clone());
-        let (heartbeat, live) = store::blocking::call(deadline, move || -> Result<_, LiveError> {
-            heartbeat.publish()?;
-            Ok((heartbeat, read_live_set(&s, &me)?))
-        })
-        .await??;
+        heartbeat.publish()?;
+        let live = read_live_set(&store, &node)?;
         let inner = Inner { store, node, instance, heartbeat: Mutex::new(heartbeat), healthy: AtomicBool::new(true), live: watch::Sender::new(Arc::new(live)) };
         Ok(Member { inner: Arc::new(inner) })
     }

@@ -18,6 +18,41 @@ pub const DEV_POP3S: &str = "127.0.0.1:2995";
 /// every few lines of a message into a write of its own.
 pub const MIN_MESSAGE_MEMORY: usize = 4096;
 
+/// Why node settings cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("max_line must be at least {min} (RFC 5321 4.5.3.1.4)")]
+    LineTooShort { min: usize },
+    #[error("max_recipients must be at least 1")]
+    NoRecipients,
+    #[error("connection limits must be at least 1")]
+    NoConnections,
+    #[error("busy_percent must be 1 to 100")]
+    BusyPercent,
+    #[error("timeouts must be at least 1 second")]
+    Timeout,
+    #[error("data_min_rate must be at least 1 byte per second")]
+    DataRate,
+    #[error("message_memory_per_session must be at least {MIN_MESSAGE_MEMORY} and message_memory_total at least message_memory_per_session")]
+    MessageMemory,
+    #[error("max_concurrent_auth must be at least 1")]
+    NoAuthWorkers,
+    #[error("max_message_size must be at least 1024 bytes")]
+    MessageSize,
+    #[error("no store given (--store DIR or `store = ...` in the config)")]
+    NoStore,
+    #[error("node name '{0}' must be 1-{MAX_NODE_NAME} characters of a-z, 0-9 and '-'")]
+    NodeName(String),
+    #[error("rank must be 1 or more (1 = preferred)")]
+    Rank,
+    #[error("--tls-cert and --tls-key go together")]
+    HalfTls,
+    #[error("every service is off and outbound delivery is disabled; nothing to serve")]
+    NothingToServe,
+    #[error("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs")]
+    Outbound,
+}
+
 /// Limits on what one client can make the node do. Every one of them is a
 /// defence against a careless or hostile peer.
 #[derive(Debug, Clone, Deserialize)]
@@ -166,33 +201,33 @@ impl Limits {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_line < proto::smtp::MIN_COMMAND_LINE {
-            return Err(format!("max_line must be at least {} (RFC 5321 4.5.3.1.4)", proto::smtp::MIN_COMMAND_LINE));
+            return Err(ConfigError::LineTooShort { min: proto::smtp::MIN_COMMAND_LINE });
         }
         if self.max_recipients < 1 {
-            return Err("max_recipients must be at least 1".into());
+            return Err(ConfigError::NoRecipients);
         }
         if self.max_connections < 1 || self.max_connections_per_ip < 1 || self.max_connections_per_network < 1 || self.max_connections_per_ipv6_48 < 1 || self.max_connections_per_network_busy < 1 {
-            return Err("connection limits must be at least 1".into());
+            return Err(ConfigError::NoConnections);
         }
         if !(1..=100).contains(&self.busy_percent) {
-            return Err("busy_percent must be 1 to 100".into());
+            return Err(ConfigError::BusyPercent);
         }
         if self.smtp_idle_timeout_secs < 1 || self.pop3_idle_timeout_secs < 1 || self.data_timeout_secs < 1 {
-            return Err("timeouts must be at least 1 second".into());
+            return Err(ConfigError::Timeout);
         }
         if self.data_min_rate < 1 {
-            return Err("data_min_rate must be at least 1 byte per second".into());
+            return Err(ConfigError::DataRate);
         }
         if self.message_memory_per_session < MIN_MESSAGE_MEMORY || self.message_memory_total < self.message_memory_per_session {
-            return Err(format!("message_memory_per_session must be at least {MIN_MESSAGE_MEMORY} and message_memory_total at least message_memory_per_session"));
+            return Err(ConfigError::MessageMemory);
         }
         if self.max_concurrent_auth < 1 {
-            return Err("max_concurrent_auth must be at least 1".into());
+            return Err(ConfigError::NoAuthWorkers);
         }
         if self.max_message_size < 1024 {
-            return Err("max_message_size must be at least 1024 bytes".into());
+            return Err(ConfigError::MessageSize);
         }
         Ok(())
     }
@@ -383,25 +418,25 @@ impl NodeConfig {
         v
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.store.as_os_str().is_empty() {
-            return Err("no store given (--store DIR or `store = ...` in the config)".into());
+            return Err(ConfigError::NoStore);
         }
         if !valid_node_name(&self.node) {
-            return Err(format!("node name '{}' must be 1-{MAX_NODE_NAME} characters of a-z, 0-9 and '-'", self.node));
+            return Err(ConfigError::NodeName(self.node.clone()));
         }
         if self.rank == 0 {
-            return Err("rank must be 1 or more (1 = preferred)".into());
+            return Err(ConfigError::Rank);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("--tls-cert and --tls-key go together".into());
+            return Err(ConfigError::HalfTls);
         }
         // A node with every listener off may still deliver the queue.
         if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() && !self.outbound.enabled {
-            return Err("every service is off and outbound delivery is disabled; nothing to serve".into());
+            return Err(ConfigError::NothingToServe);
         }
         if self.outbound.concurrency < 1 || self.outbound.retry_base_secs < 1 || self.outbound.retry_max_secs < self.outbound.retry_base_secs {
-            return Err("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs".into());
+            return Err(ConfigError::Outbound);
         }
         self.limits.validate()
     }
@@ -429,8 +464,9 @@ mod tests {
         assert_eq!(l.network_cap(74), 40);
         assert_eq!(l.network_cap(75), 10);
         assert!(l.validate().is_ok());
-        assert!(Limits { busy_percent: 0, ..l.clone() }.validate().is_err());
-        assert!(Limits { message_memory_total: 1000, ..l.clone() }.validate().is_err());
-        assert!(Limits { data_min_rate: 0, ..l }.validate().is_err());
+        assert_eq!(Limits { busy_percent: 0, ..l.clone() }.validate(), Err(ConfigError::BusyPercent));
+        assert_eq!(Limits { message_memory_total: 1000, ..l.clone() }.validate(), Err(ConfigError::MessageMemory));
+        assert_eq!(Limits { data_min_rate: 0, ..l.clone() }.validate(), Err(ConfigError::DataRate));
+        assert_eq!(Limits { max_line: 100, ..l }.validate(), Err(ConfigError::LineTooShort { min: proto::smtp::MIN_COMMAND_LINE }));
     }
 }

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod outbound;
 pub mod pop3;
 pub mod server;
+pub mod session;
 pub mod smtp;
 pub mod tls;
 

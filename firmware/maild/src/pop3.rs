@@ -5,20 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use proto::data::DotStuffer;
 use proto::pop3::{parse_command, Command, Error as ParseError, MAX_COMMAND_LINE};
-use store::{Address, LockError, MaildropLock, MessageEntry};
+use store::{Address, LockError, MaildropLock, MessageEntry, StoreError};
 use tokio::io::AsyncReadExt;
 
 use crate::auth::AuthOutcome;
 use crate::conn::{Conn, ConnError};
 use crate::server::Shared;
+use crate::session::{plain_credentials, Core, Flow, Input, Sasl};
 
-/// Bad commands tolerated before the session is closed.
-const MAX_BAD_COMMANDS: u32 = 20;
-/// RFC 5034 4: SASL responses may be long; bound them anyway.
-const MAX_AUTH_LINE: usize = 12288 + 2;
 /// Bytes read from a message file at once while sending it: with the
 /// dot-stuffed copy and the reply buffer, what a session sending a message
 /// holds is a small multiple of this, whatever the message's size.
@@ -29,10 +25,35 @@ const WHOLE_READ_MAX: u64 = 64 * 1024;
 /// A LIST or UIDL of the whole maildrop goes out in pieces of about this
 /// size, so a maildrop of many thousand messages is never one string.
 const LISTING_PIECE: usize = 16 * 1024;
+/// RFC 5034 4: the continuation of AUTH without an initial response.
+const EMPTY_CHALLENGE: &[u8] = b"+ \r\n";
 
-enum Flow {
-    Continue,
-    Close,
+/// RFC 1939 3: the states of a session. UPDATE is not kept: it is what
+/// QUIT in the TRANSACTION state does before the session ends.
+enum State {
+    /// Before login; `user` is the name given with USER, waiting for PASS.
+    Authorization { user: Option<String> },
+    /// Logged in, with the maildrop locked.
+    Transaction(Maildrop),
+}
+
+/// Why a message number is refused (the texts are the -ERR replies).
+#[derive(Debug, thiserror::Error)]
+enum NoMessage {
+    #[error("no such message")]
+    Missing,
+    #[error("message {0} already deleted")]
+    Deleted(u32),
+}
+
+/// Why the UPDATE state removed nothing.
+#[derive(Debug, thiserror::Error)]
+enum UpdateError {
+    /// A holder whose lock was broken must not delete anything.
+    #[error("maildrop lock lost")]
+    LockLost,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 struct Maildrop {
@@ -64,38 +85,61 @@ impl Maildrop {
             }
         }
     }
+
+    /// The index of message `n` (1-based) if it exists and is not deleted.
+    fn index(&self, n: u32) -> Result<usize, NoMessage> {
+        let i = (n as usize).checked_sub(1).filter(|&i| i < self.messages.len()).ok_or(NoMessage::Missing)?;
+        if self.deleted[i] {
+            return Err(NoMessage::Deleted(n));
+        }
+        Ok(i)
+    }
+
+    /// The message numbered `n` if it exists and is not deleted.
+    fn message(&self, n: u32) -> Result<&MessageEntry, NoMessage> {
+        self.index(n).map(|i| &self.messages[i])
+    }
+
+    /// Messages not marked deleted and their octets (STAT, RFC 1939 5).
+    fn stat(&self) -> (usize, u64) {
+        self.messages.iter().zip(&self.deleted).filter(|(_, d)| !**d).fold((0, 0u64), |(n, s), (m, _)| (n + 1, s + m.size))
+    }
 }
 
 pub struct Session {
     shared: Arc<Shared>,
-    conn: Option<Conn>,
+    core: Core,
     peer: SocketAddr,
-    pending_user: Option<String>,
-    drop_: Option<Maildrop>,
+    state: State,
     auth_failures: u32,
-    bad_commands: u32,
+}
+
+async fn ok(core: &mut Core, text: &str) -> Result<(), ConnError> {
+    let s = if text.is_empty() { "+OK\r\n".to_string() } else { format!("+OK {text}\r\n") };
+    core.send(s.as_bytes()).await
+}
+
+async fn err(core: &mut Core, text: &str) -> Result<(), ConnError> {
+    core.send(format!("-ERR {text}\r\n").as_bytes()).await
 }
 
 impl Session {
     pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr) -> Session {
-        Session { shared, conn: Some(conn), peer, pending_user: None, drop_: None, auth_failures: 0, bad_commands: 0 }
-    }
-
-    fn conn(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a session always has its connection")
+        Session { shared, core: Core::new(conn, peer), peer, state: State::Authorization { user: None }, auth_failures: 0 }
     }
 
     async fn ok(&mut self, text: &str) -> Result<(), ConnError> {
-        let s = if text.is_empty() { "+OK\r\n".to_string() } else { format!("+OK {text}\r\n") };
-        self.conn().send(s.as_bytes()).await
+        ok(&mut self.core, text).await
     }
 
     async fn err(&mut self, text: &str) -> Result<(), ConnError> {
-        self.conn().send(format!("-ERR {text}\r\n").as_bytes()).await
+        err(&mut self.core, text).await
     }
 
+    /// RFC 2595 2: plaintext logins (USER/PASS, SASL PLAIN) only under TLS,
+    /// unless the node allows them for tests.
     fn plaintext_ok(&self) -> bool {
-        self.conn.as_ref().map_or(false, |c| c.tls) || self.shared.config.allow_plaintext_auth
+        self.core.tls() || self.shared.config.allow_plaintext_auth
     }
 
     pub async fn run(mut self) {
@@ -105,13 +149,13 @@ impl Session {
         }
         let idle = self.shared.config.limits.pop3_idle();
         loop {
-            let line = match self.conn().read_line(MAX_COMMAND_LINE, idle).await {
-                Ok(l) => l,
-                Err(ConnError::LineTooLong(_)) => {
+            let line = match self.core.read_command(MAX_COMMAND_LINE, idle).await {
+                Input::Line(l) => l,
+                Input::TooLong => {
                     let _ = self.err("line too long").await;
                     break;
                 }
-                Err(ConnError::Shutdown) => {
+                Input::Shutdown => {
                     // Not the UPDATE state: nothing is deleted.
                     let _ = self.err("[SYS/TEMP] server shutting down").await;
                     break;
@@ -119,61 +163,58 @@ impl Session {
                 // RFC 1939 3: the autologout timer (10 minutes at least,
                 // for the whole command line however it is spread out)
                 // closes the session without entering the UPDATE state.
-                Err(_) => break,
+                Input::Timeout | Input::Gone(_) => break,
             };
             match self.dispatch(&line).await {
                 Ok(Flow::Continue) => {}
-                Ok(Flow::Close) => break,
-                Err(_) => break,
+                Ok(Flow::Close) | Err(_) => break,
             }
         }
         // Dropping the maildrop releases the lock; deletions were applied
         // only if QUIT reached the UPDATE state.
-        if let Some(md) = self.drop_.take() {
+        if let State::Transaction(md) = std::mem::replace(&mut self.state, State::Authorization { user: None }) {
             md.end().await;
         }
-        if let Some(c) = self.conn.take() {
-            c.close().await;
-        }
+        self.core.close().await;
     }
 
     async fn dispatch(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
         let cmd = match parse_command(line) {
             Ok(c) => c,
             Err(e) => {
-                self.bad_commands += 1;
+                let cut_off = self.core.bad_command();
                 match e {
                     ParseError::Unknown => self.err("unknown command").await?,
                     ParseError::BadBytes => self.err("invalid characters in command").await?,
                     ParseError::Syntax(why) => self.err(why).await?,
                 }
-                if self.bad_commands >= MAX_BAD_COMMANDS {
+                if cut_off {
                     self.err("too many errors").await?;
                     return Ok(Flow::Close);
                 }
                 return Ok(Flow::Continue);
             }
         };
-        if self.drop_.is_none() {
-            self.authorization(cmd).await
-        } else {
-            self.transaction(cmd).await
+        match self.state {
+            State::Authorization { .. } => self.authorization(cmd).await,
+            State::Transaction(_) => self.transaction(cmd).await,
         }
     }
 
     async fn capa(&mut self) -> Result<(), ConnError> {
         // RFC 2449 5
         let mut s = String::from("+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\n");
-        if self.drop_.is_none() {
+        if let State::Authorization { .. } = self.state {
+            // RFC 2449 6.8, RFC 2595 4: what is offered before login.
             if self.plaintext_ok() {
                 s.push_str("USER\r\nSASL PLAIN\r\n");
             }
-            if !self.conn.as_ref().map_or(false, |c| c.tls) {
+            if !self.core.tls() {
                 s.push_str("STLS\r\n");
             }
         }
         s.push_str("IMPLEMENTATION mailfort\r\n.\r\n");
-        self.conn().send(s.as_bytes()).await
+        self.core.send(s.as_bytes()).await
     }
 
     async fn authorization(&mut self, cmd: Command<'_>) -> Result<Flow, ConnError> {
@@ -184,20 +225,17 @@ impl Session {
                 return Ok(Flow::Close);
             }
             Command::Stls => {
-                if self.conn.as_ref().map_or(false, |c| c.tls) {
+                if self.core.tls() {
                     self.err("TLS already active").await?;
                 } else {
                     // RFC 2595 4
                     self.ok("begin TLS negotiation").await?;
-                    let conn = self.conn.take().expect("a session always has its connection");
                     let acceptor = self.shared.tls.clone();
-                    match tokio::time::timeout(Duration::from_secs(30), conn.start_tls(&acceptor)).await {
-                        Ok(Ok(c)) => {
-                            self.conn = Some(c);
-                            self.pending_user = None;
-                        }
-                        _ => return Ok(Flow::Close),
+                    if self.core.start_tls(&acceptor).await.is_err() {
+                        return Ok(Flow::Close);
                     }
+                    // RFC 2595 4: forget what was learnt before TLS.
+                    self.state = State::Authorization { user: None };
                 }
             }
             Command::User(name) => {
@@ -205,12 +243,14 @@ impl Session {
                     // RFC 2595 2: plaintext logins only under TLS.
                     self.err("[AUTH] plaintext authentication needs TLS; use STLS").await?;
                 } else {
-                    self.pending_user = Some(name.to_string());
+                    self.state = State::Authorization { user: Some(name.to_string()) };
                     self.ok("send PASS").await?;
                 }
             }
             Command::Pass(pw) => {
-                let Some(user) = self.pending_user.take() else {
+                let State::Authorization { user } = &mut self.state else { return Ok(Flow::Close) };
+                let Some(user) = user.take() else {
+                    // RFC 1939 7: PASS only right after a successful USER.
                     self.err("USER first").await?;
                     return Ok(Flow::Continue);
                 };
@@ -219,7 +259,7 @@ impl Session {
             Command::Auth { mechanism: None, .. } => {
                 // The list of mechanisms, as many clients probe with it.
                 let s = if self.plaintext_ok() { "+OK\r\nPLAIN\r\n.\r\n" } else { "+OK\r\n.\r\n" };
-                self.conn().send(s.as_bytes()).await?;
+                self.core.send(s.as_bytes()).await?;
             }
             Command::Auth { mechanism: Some(m), initial } => {
                 if !m.eq_ignore_ascii_case("PLAIN") {
@@ -230,25 +270,27 @@ impl Session {
                     self.err("[AUTH] plaintext authentication needs TLS; use STLS").await?;
                     return Ok(Flow::Continue);
                 }
-                let b64 = base64::engine::general_purpose::STANDARD;
-                let response = match initial {
-                    // RFC 5034 4: "=" is an empty initial response.
-                    Some("=") => Vec::new(),
-                    Some(i) => b64.decode(i).unwrap_or_default(),
-                    None => {
-                        self.conn().send(b"+ \r\n").await?;
-                        let idle = self.shared.config.limits.pop3_idle();
-                        let line = self.conn().read_line(MAX_AUTH_LINE, idle).await?;
-                        if line == b"*" {
-                            self.err("authentication canceled").await?;
-                            return Ok(Flow::Continue);
-                        }
-                        b64.decode(&line).unwrap_or_default()
+                let idle = self.shared.config.limits.pop3_idle();
+                let response = match self.core.sasl_response(initial, EMPTY_CHALLENGE, idle).await? {
+                    Sasl::Response(r) => r,
+                    Sasl::Cancelled => {
+                        // RFC 5034 4: "*" cancels; the AUTH command is
+                        // rejected with -ERR.
+                        self.err("authentication canceled").await?;
+                        return Ok(Flow::Continue);
+                    }
+                    Sasl::Undecodable => {
+                        // RFC 5034 4: a response that cannot be base64-
+                        // decoded rejects the AUTH command with -ERR (not a
+                        // failed login: no credentials were given).
+                        self.err("cannot decode response").await?;
+                        return Ok(Flow::Continue);
                     }
                 };
-                let (user, pw) = proto::sasl::parse_plain(&response).and_then(|p| p.login()).map(|(u, p)| (u.to_string(), p.to_string())).unwrap_or_default();
+                let (user, pw) = plain_credentials(&response);
                 return self.login(&user, &pw).await;
             }
+            // RFC 1939 4: the TRANSACTION commands need a login first.
             _ => self.err("not allowed before login").await?,
         }
         Ok(Flow::Continue)
@@ -333,90 +375,82 @@ impl Session {
         let total: u64 = messages.iter().map(|m| m.size).sum();
         let n = messages.len();
         tracing::info!(peer = %self.peer, user = %user, messages = n, "POP3 login");
-        self.drop_ = Some(Maildrop { user, lock, refresher, deleted: vec![false; n], messages });
+        self.state = State::Transaction(Maildrop { user, lock, refresher, deleted: vec![false; n], messages });
         // RFC 1939 7 (PASS)
         self.ok(&format!("maildrop has {n} messages ({total} octets)")).await?;
         Ok(Flow::Continue)
     }
 
-    /// The message numbered `n` (1-based) if it exists and is not deleted.
-    fn message(&self, n: u32) -> Result<&MessageEntry, String> {
-        let md = self.drop_.as_ref().expect("transaction state");
-        let i = (n as usize).checked_sub(1).filter(|&i| i < md.messages.len()).ok_or_else(|| "no such message".to_string())?;
-        if md.deleted[i] {
-            return Err(format!("message {n} already deleted"));
-        }
-        Ok(&md.messages[i])
-    }
-
     async fn transaction(&mut self, cmd: Command<'_>) -> Result<Flow, ConnError> {
         match cmd {
-            Command::Capa => self.capa().await?,
-            Command::Noop => self.ok("").await?,
+            Command::Capa => return self.capa().await.map(|()| Flow::Continue),
+            Command::Quit => {
+                if let State::Transaction(md) = std::mem::replace(&mut self.state, State::Authorization { user: None }) {
+                    self.update(md).await?;
+                }
+                return Ok(Flow::Close);
+            }
+            _ => {}
+        }
+        let State::Transaction(md) = &mut self.state else { return Ok(Flow::Close) };
+        let core = &mut self.core;
+        match cmd {
+            Command::Noop => ok(core, "").await?,
             Command::Stat => {
-                let md = self.drop_.as_ref().expect("transaction state");
-                let (n, size) = md.messages.iter().zip(&md.deleted).filter(|(_, d)| !**d).fold((0, 0u64), |(n, s), (m, _)| (n + 1, s + m.size));
-                self.ok(&format!("{n} {size}")).await?;
+                let (n, size) = md.stat();
+                ok(core, &format!("{n} {size}")).await?;
             }
             Command::List(Some(n)) | Command::Uidl(Some(n)) => {
                 let uidl = matches!(cmd, Command::Uidl(_));
-                match self.message(n).map(|m| if uidl { m.uid.clone() } else { m.size.to_string() }) {
-                    Ok(v) => self.ok(&format!("{n} {v}")).await?,
-                    Err(e) => self.err(&e).await?,
+                match md.message(n).map(|m| if uidl { m.uid.clone() } else { m.size.to_string() }) {
+                    Ok(v) => ok(core, &format!("{n} {v}")).await?,
+                    Err(e) => err(core, &e.to_string()).await?,
                 }
             }
             Command::List(None) | Command::Uidl(None) => {
                 use std::fmt::Write;
                 let uidl = matches!(cmd, Command::Uidl(_));
-                let n = self.drop_.as_ref().expect("transaction state").messages.len();
                 let mut s = String::from("+OK\r\n");
-                for i in 0..n {
-                    let md = self.drop_.as_ref().expect("transaction state");
+                for (i, m) in md.messages.iter().enumerate() {
                     if !md.deleted[i] {
-                        let m = &md.messages[i];
                         let _ = if uidl { write!(s, "{} {}\r\n", i + 1, m.uid) } else { write!(s, "{} {}\r\n", i + 1, m.size) };
                     }
                     if s.len() >= LISTING_PIECE {
-                        self.conn().send(s.as_bytes()).await?;
+                        core.send(s.as_bytes()).await?;
                         s.clear();
                     }
                 }
                 s.push_str(".\r\n");
-                self.conn().send(s.as_bytes()).await?;
+                core.send(s.as_bytes()).await?;
             }
-            Command::Retr(n) => match self.message(n).cloned() {
-                Ok(m) => self.send_message(&m, None).await?,
-                Err(e) => self.err(&e).await?,
+            Command::Retr(n) => match md.message(n) {
+                Ok(m) => send_message(core, m, None).await?,
+                Err(e) => err(core, &e.to_string()).await?,
             },
-            Command::Top { msg, lines } => match self.message(msg).cloned() {
-                Ok(m) => self.send_message(&m, Some(lines)).await?,
-                Err(e) => self.err(&e).await?,
+            Command::Top { msg, lines } => match md.message(msg) {
+                Ok(m) => send_message(core, m, Some(lines)).await?,
+                Err(e) => err(core, &e.to_string()).await?,
             },
-            Command::Dele(n) => match self.message(n) {
-                Ok(_) => {
-                    self.drop_.as_mut().expect("transaction state").deleted[n as usize - 1] = true;
-                    self.ok(&format!("message {n} deleted")).await?;
+            Command::Dele(n) => match md.index(n) {
+                Ok(i) => {
+                    md.deleted[i] = true;
+                    ok(core, &format!("message {n} deleted")).await?;
                 }
-                Err(e) => self.err(&e).await?,
+                Err(e) => err(core, &e.to_string()).await?,
             },
             Command::Rset => {
-                let md = self.drop_.as_mut().expect("transaction state");
                 md.deleted.iter_mut().for_each(|d| *d = false);
                 let n = md.messages.len();
-                self.ok(&format!("maildrop has {n} messages")).await?;
+                ok(core, &format!("maildrop has {n} messages")).await?;
             }
-            Command::Quit => {
-                self.update().await?;
-                return Ok(Flow::Close);
-            }
-            _ => self.err("not allowed in the TRANSACTION state").await?,
+            // RFC 1939 5: USER, PASS, AUTH and STLS belong to AUTHORIZATION.
+            _ => err(core, "not allowed in the TRANSACTION state").await?,
         }
         Ok(Flow::Continue)
     }
 
     /// RFC 1939 6: the UPDATE state, entered only by QUIT.
-    async fn update(&mut self) -> Result<(), ConnError> {
-        let md = self.drop_.take().expect("transaction state");
+    async fn update(&mut self, md: Maildrop) -> Result<(), ConnError> {
         let doomed: Vec<_> = md.messages.iter().zip(&md.deleted).filter(|(_, d)| **d).map(|(m, _)| m.path.clone()).collect();
         let left = md.messages.len() - doomed.len();
         if doomed.is_empty() {
@@ -426,13 +460,12 @@ impl Session {
         let store = self.shared.store.clone();
         let lock = md.lock.clone();
         let user = md.user.clone();
-        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
-            // A holder whose lock was broken must not delete anything.
+        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || -> Result<(), UpdateError> {
             if !lock.still_held() {
-                return Err("maildrop lock lost".to_string());
+                return Err(UpdateError::LockLost);
             }
             let paths: Vec<&std::path::Path> = doomed.iter().map(|p| p.as_path()).collect();
-            store.delete_messages(&paths).map_err(|e| e.to_string())
+            Ok(store.delete_messages(&paths)?)
         })
         .await;
         md.end().await;
@@ -446,75 +479,71 @@ impl Session {
             Err(_) => self.err("[SYS/TEMP] some deleted messages not removed").await,
         }
     }
+}
 
-    /// RETR (whole message) or TOP (headers and `lines` body lines), dot-
-    /// stuffed (RFC 1939 3) and streamed from the file.
-    async fn send_message(&mut self, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
-        if m.size <= WHOLE_READ_MAX {
-            // Small messages (most mail) in one trip to the blocking pool.
-            let path = m.path.clone();
-            let data = match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await {
-                Ok(Ok(d)) => d,
-                _ => {
-                    tracing::error!(path = %m.path.display(), "cannot read message");
-                    return self.err("[SYS/TEMP] message cannot be read now").await;
-                }
-            };
-            let take = match lines {
-                Some(n) => TopCut::new(n).feed(&data).0,
-                None => data.len(),
-            };
-            let head = match lines {
-                None => format!("+OK {} octets\r\n", m.size),
-                Some(_) => "+OK\r\n".to_string(),
-            };
-            let mut out = Vec::with_capacity(head.len() + take + take / 64 + 8);
-            out.extend_from_slice(head.as_bytes());
-            let mut stuffer = DotStuffer::new();
-            let start = out.len();
-            out.resize(start + take * 2 + 2, 0);
-            let (_, w) = stuffer.stuff(&data[..take], &mut out[start..]);
-            out.truncate(start + w);
-            out.extend_from_slice(stuffer.finish());
-            return self.conn().send(&out).await;
-        }
-        let mut file = match tokio::fs::File::open(&m.path).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(path = %m.path.display(), error = %e, "cannot open message");
-                return self.err("[SYS/TEMP] message cannot be read now").await;
+/// RETR (whole message) or TOP (headers and `lines` body lines), dot-
+/// stuffed (RFC 1939 3) and streamed from the file.
+async fn send_message(core: &mut Core, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
+    let head = match lines {
+        None => format!("+OK {} octets\r\n", m.size),
+        Some(_) => "+OK\r\n".to_string(),
+    };
+    if m.size <= WHOLE_READ_MAX {
+        // Small messages (most mail) in one trip to the blocking pool.
+        let path = m.path.clone();
+        let data = match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await {
+            Ok(Ok(d)) => d,
+            _ => {
+                tracing::error!(path = %m.path.display(), "cannot read message");
+                return err(core, "[SYS/TEMP] message cannot be read now").await;
             }
         };
-        let head = match lines {
-            None => format!("+OK {} octets\r\n", m.size),
-            Some(_) => "+OK\r\n".to_string(),
+        let take = match lines {
+            Some(n) => TopCut::new(n).feed(&data).0,
+            None => data.len(),
         };
-        self.conn().send(head.as_bytes()).await?;
+        let mut out = Vec::with_capacity(head.len() + take + take / 64 + 8);
+        out.extend_from_slice(head.as_bytes());
         let mut stuffer = DotStuffer::new();
-        let mut top = lines.map(TopCut::new);
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut out = vec![0u8; READ_CHUNK * 2 + 2];
-        loop {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            let (take, finished) = match top.as_mut() {
-                Some(t) => t.feed(&buf[..n]),
-                None => (n, false),
-            };
-            let mut pos = 0;
-            while pos < take {
-                let (c, w) = stuffer.stuff(&buf[pos..take], &mut out);
-                pos += c;
-                self.conn().send(&out[..w]).await?;
-            }
-            if finished {
-                break;
-            }
-        }
-        self.conn().send(stuffer.finish()).await
+        let start = out.len();
+        out.resize(start + take * 2 + 2, 0);
+        let (_, w) = stuffer.stuff(&data[..take], &mut out[start..]);
+        out.truncate(start + w);
+        out.extend_from_slice(stuffer.finish());
+        return core.send(&out).await;
     }
+    let mut file = match tokio::fs::File::open(&m.path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %m.path.display(), error = %e, "cannot open message");
+            return err(core, "[SYS/TEMP] message cannot be read now").await;
+        }
+    };
+    core.send(head.as_bytes()).await?;
+    let mut stuffer = DotStuffer::new();
+    let mut top = lines.map(TopCut::new);
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out = vec![0u8; READ_CHUNK * 2 + 2];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        let (take, finished) = match top.as_mut() {
+            Some(t) => t.feed(&buf[..n]),
+            None => (n, false),
+        };
+        let mut pos = 0;
+        while pos < take {
+            let (c, w) = stuffer.stuff(&buf[pos..take], &mut out);
+            pos += c;
+            core.send(&out[..w]).await?;
+        }
+        if finished {
+            break;
+        }
+    }
+    core.send(stuffer.finish()).await
 }
 
 /// Where TOP stops: after the header, the blank line, and `lines` lines of

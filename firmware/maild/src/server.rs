@@ -223,6 +223,14 @@ impl Drop for ConnSlot {
 }
 
 impl Shared {
+    /// What the sessions of a node share; `cluster` is the node's
+    /// membership (store health, live set).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(config: NodeConfig, store: Arc<Store>, auth: Authenticator, tls: tokio_rustls::TlsAcceptor, instance: String, verifier: Option<mailauth::Verifier>, stats: StatsRecorder, cluster: Member) -> Shared {
+        let message_memory = Arc::new(crate::memory::MemoryBudget::new(config.limits.message_memory_total));
+        Shared { config, store, auth, tls, instance, verifier, stats, cluster, queue_notify: tokio::sync::Notify::new(), message_memory, counts: Mutex::new(ConnCounts::default()) }
+    }
+
     pub fn store_healthy(&self) -> bool {
         self.cluster.store_healthy()
     }
@@ -320,8 +328,7 @@ impl Node {
         // The first heartbeat and live set before serving, so that leases
         // are judged against a real live set from the first session on.
         let cluster = Member::join(store.clone(), info, STORE_START_DEADLINE).await?;
-        let message_memory = config.limits.message_memory_total;
-        let shared = Arc::new(Shared { config, store, auth, tls, instance, verifier, stats, cluster, queue_notify: tokio::sync::Notify::new(), message_memory: Arc::new(crate::memory::MemoryBudget::new(message_memory)), counts: Mutex::new(ConnCounts::default()) });
+        let shared = Arc::new(Shared::new(config, store, auth, tls, instance, verifier, stats, cluster));
         Ok(Node { shared, listeners })
     }
 

@@ -5,33 +5,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine;
 use proto::data::DataDecoder;
 use proto::smtp::{parse_command, Command, Error as ParseError, ForwardPath, Mailbox, Params};
-use store::{Address, Envelope, Spool, Store};
+use store::assembly::{Body, BodyMemory, ClientMessage, Trace};
+use store::{Address, Envelope};
 
 use crate::auth::AuthOutcome;
 use crate::config::SessionLimits;
 use crate::conn::{Conn, ConnError};
-use crate::memory::MemoryBudget;
 use crate::server::{Service, Shared};
+use crate::session::{plain_credentials, Core, Flow, Input, Sasl};
 
-/// Bad commands tolerated in one session before it is closed (Postfix's
-/// smtpd_hard_error_limit has the same purpose): a peer sending binary
-/// garbage is cut off rather than answered forever.
-const MAX_BAD_COMMANDS: u32 = 20;
-/// Commands that move no mail (NOOP, RSET, VRFY, EXPN, HELP) tolerated
-/// between two accepted messages, as Postfix's smtpd_junk_command_limit:
-/// each resets the command deadline, so without a bound a client could
-/// hold its slot for ever with one NOOP every few minutes.
-const MAX_JUNK_COMMANDS: u32 = 100;
-/// RFC 4954 4: a server must accept SASL responses of at least 12288 octets.
-const MAX_AUTH_LINE: usize = 12288 + 2;
 /// Output buffer of the DATA decoder: one read's worth (the decoder never
 /// writes more than it reads).
 const DECODE_CHUNK: usize = crate::conn::READ_CHUNK;
-/// The smallest step by which a message buffer grows.
-const BODY_STEP: usize = 4096;
+/// The AUTH LOGIN prompts (draft-murchison-sasl-login): "Username:" and
+/// "Password:" in base64.
+const LOGIN_USER_PROMPT: &[u8] = b"334 VXNlcm5hbWU6\r\n";
+const LOGIN_PASSWORD_PROMPT: &[u8] = b"334 UGFzc3dvcmQ6\r\n";
+/// RFC 4954 4: the empty server challenge of PLAIN without an initial
+/// response.
+const EMPTY_CHALLENGE: &[u8] = b"334 \r\n";
 
 struct Transaction {
     /// The reverse-path as given (empty for `<>`).
@@ -43,15 +37,13 @@ struct Transaction {
 
 pub struct Session {
     shared: Arc<Shared>,
-    conn: Option<Conn>,
+    core: Core,
     peer: SocketAddr,
     service: Service,
     helo: Option<String>,
     esmtp: bool,
     user: Option<Address>,
     auth_failures: u32,
-    bad_commands: u32,
-    junk_commands: u32,
     tx: Option<Transaction>,
     /// Message size and recipient limits, taken at the start and again at
     /// each EHLO/HELO, so that what EHLO advertised is what is enforced
@@ -59,26 +51,17 @@ pub struct Session {
     limits: SessionLimits,
 }
 
-enum Flow {
-    Continue,
-    Close,
-}
-
 impl Session {
     pub fn new(shared: Arc<Shared>, conn: Conn, peer: SocketAddr, service: Service) -> Session {
         let limits = shared.session_limits();
-        Session { shared, conn: Some(conn), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, bad_commands: 0, junk_commands: 0, tx: None, limits }
-    }
-
-    fn conn(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("a session always has its connection")
+        Session { shared, core: Core::new(conn, peer), peer, service, helo: None, esmtp: false, user: None, auth_failures: 0, tx: None, limits }
     }
 
     async fn reply(&mut self, code: u16, enhanced: &str, text: &str) -> Result<(), ConnError> {
         let mut s = String::with_capacity(text.len() + 16);
         let e = if enhanced.is_empty() { None } else { Some(enhanced) };
         let _ = proto::reply::smtp(&mut s, code, e, &[text]);
-        self.conn().send(s.as_bytes()).await
+        self.core.send(s.as_bytes()).await
     }
 
     pub async fn run(mut self) {
@@ -86,9 +69,7 @@ impl Session {
             // RFC 5321 3.1, 4.2.3: 421 at the greeting; the client tries
             // the next MX. Never accept mail that cannot be stored.
             let _ = self.reply(421, "4.3.0", &format!("{} mail store unavailable, try again later", self.shared.hostname())).await;
-            if let Some(c) = self.conn.take() {
-                c.close().await;
-            }
+            self.core.close().await;
             return;
         }
         let greeting = format!("{} ESMTP mailfort", self.shared.hostname());
@@ -99,26 +80,26 @@ impl Session {
         let max_line = self.shared.config.limits.max_line;
         let idle = self.shared.config.limits.smtp_idle();
         loop {
-            let line = match self.conn().read_line(max_line, idle).await {
-                Ok(l) => l,
-                Err(ConnError::LineTooLong(_)) => {
+            let line = match self.core.read_command(max_line, idle).await {
+                Input::Line(l) => l,
+                Input::TooLong => {
                     // RFC 5321 4.5.3.1.10 "500 Line too long"; the rest of
                     // the line cannot be trusted to be a command, so close.
                     let _ = self.reply(500, "5.5.2", "Line too long").await;
                     break;
                 }
-                Err(ConnError::Timeout) => {
+                Input::Timeout => {
                     // RFC 5321 4.5.3.2.7: the command deadline (5 minutes
                     // at least, for the whole line); 421 closes the channel
                     // (3.8).
                     let _ = self.reply(421, "4.4.2", "Timeout waiting for a command, closing connection").await;
                     break;
                 }
-                Err(ConnError::Shutdown) => {
+                Input::Shutdown => {
                     let _ = self.reply(421, "4.3.2", "Service shutting down, try again later").await;
                     break;
                 }
-                Err(_) => return,
+                Input::Gone(_) => return,
             };
             match self.dispatch(&line).await {
                 Ok(Flow::Continue) => {}
@@ -129,16 +110,14 @@ impl Session {
                 }
             }
         }
-        if let Some(c) = self.conn.take() {
-            c.close().await;
-        }
+        self.core.close().await;
     }
 
     async fn dispatch(&mut self, line: &[u8]) -> Result<Flow, ConnError> {
         let cmd = match parse_command(line) {
             Ok(c) => c,
             Err(e) => {
-                self.bad_commands += 1;
+                let cut_off = self.core.bad_command();
                 match e {
                     // RFC 5321 4.2.4: 500 for an unrecognised command.
                     ParseError::Unknown => self.reply(500, "5.5.2", "Command not recognized").await?,
@@ -150,7 +129,7 @@ impl Session {
                     // RFC 5321 4.1.1.11: 555 for unrecognised parameters.
                     ParseError::BadParam => self.reply(555, "5.5.4", "Malformed parameter").await?,
                 }
-                if self.bad_commands >= MAX_BAD_COMMANDS {
+                if cut_off {
                     self.reply(421, "4.7.0", "Too many errors, closing connection").await?;
                     return Ok(Flow::Close);
                 }
@@ -158,8 +137,7 @@ impl Session {
             }
         };
         if matches!(cmd, Command::Noop | Command::Rset | Command::Vrfy(_) | Command::Expn(_) | Command::Help) {
-            self.junk_commands += 1;
-            if self.junk_commands > MAX_JUNK_COMMANDS {
+            if self.core.junk_command() {
                 self.reply(421, "4.7.0", "Too many commands without mail, closing connection").await?;
                 return Ok(Flow::Close);
             }
@@ -203,7 +181,7 @@ impl Session {
     fn offers_auth(&self) -> bool {
         // AUTH is for submission only; on port 25 mail is accepted for local
         // users without it, and never relayed.
-        matches!(self.service, Service::Submission | Service::Submissions) && (self.conn.as_ref().map_or(false, |c| c.tls) || self.shared.config.allow_plaintext_auth)
+        matches!(self.service, Service::Submission | Service::Submissions) && (self.core.tls() || self.shared.config.allow_plaintext_auth)
     }
 
     async fn ehlo(&mut self, domain: &str, esmtp: bool) -> Result<(), ConnError> {
@@ -220,8 +198,7 @@ impl Session {
         let size = format!("SIZE {}", self.limits.max_message_size);
         let mut lines: Vec<&str> = vec![&first, "PIPELINING", &size, "8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"];
         // RFC 3207 4.2: STARTTLS is not offered once TLS is in use.
-        let tls = self.conn.as_ref().map_or(false, |c| c.tls);
-        if !tls {
+        if !self.core.tls() {
             lines.push("STARTTLS");
         }
         if self.offers_auth() && self.user.is_none() {
@@ -229,7 +206,7 @@ impl Session {
         }
         let mut s = String::new();
         let _ = proto::reply::smtp(&mut s, 250, None, &lines);
-        self.conn().send(s.as_bytes()).await
+        self.core.send(s.as_bytes()).await
     }
 
     async fn mail(&mut self, from: Option<Mailbox<'_>>, params: Params<'_>) -> Result<(), ConnError> {
@@ -334,9 +311,10 @@ impl Session {
                 }
                 Err(_) => return self.reply(451, "4.3.0", "Temporary local problem, try again later").await,
             }
-            let tx = self.tx.as_mut().expect("checked above");
-            if !tx.local.contains(&addr) {
-                tx.local.push(addr);
+            if let Some(tx) = self.tx.as_mut() {
+                if !tx.local.contains(&addr) {
+                    tx.local.push(addr);
+                }
             }
             return self.reply(250, "2.1.5", "OK").await;
         }
@@ -345,28 +323,30 @@ impl Session {
             // other domains.
             return self.reply(554, "5.7.1", &format!("<{rcpt}>: relay access denied")).await;
         }
-        let tx = self.tx.as_mut().expect("checked above");
-        if !tx.remote.contains(&rcpt) {
-            tx.remote.push(rcpt);
+        if let Some(tx) = self.tx.as_mut() {
+            if !tx.remote.contains(&rcpt) {
+                tx.remote.push(rcpt);
+            }
         }
         self.reply(250, "2.1.5", "OK").await
     }
 
     async fn data(&mut self) -> Result<Flow, ConnError> {
-        match &self.tx {
+        let tx = match self.tx.take() {
             None => {
                 self.reply(503, "5.5.1", "Need MAIL and RCPT before DATA").await?;
                 return Ok(Flow::Continue);
             }
             Some(tx) if tx.local.is_empty() && tx.remote.is_empty() => {
                 // RFC 5321 3.3: "554 No valid recipients" (with PIPELINING,
-                // RFC 2920 3.1, the data is then not sent).
+                // RFC 2920 3.1, the data is then not sent). The transaction
+                // stays open.
+                self.tx = Some(tx);
                 self.reply(554, "5.5.1", "No valid recipients").await?;
                 return Ok(Flow::Continue);
             }
-            Some(_) => {}
-        }
-        let tx = self.tx.take().expect("checked above");
+            Some(tx) => tx,
+        };
         let memory = BodyMemory { budget: self.shared.message_memory.clone(), per_session: self.shared.config.limits.message_memory_per_session };
         let mut body = match Body::begin(self.shared.store.clone(), self.shared.config.node.clone(), memory).await {
             Ok(b) => b,
@@ -377,9 +357,7 @@ impl Session {
             }
         };
         let trace = self.trace_headers(&tx, body.name());
-        body.push(trace.as_bytes()).await;
-        body.trace_len = trace.len();
-        let return_path_len = if trace.starts_with("Return-Path:") { trace.find("\r\n").map_or(0, |i| i + 2) } else { 0 };
+        body.push_trace(&trace).await;
         // RFC 5321 4.1.1.4: 354, then the data up to <CRLF>.<CRLF>.
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>").await?;
         let max = self.limits.max_message_size;
@@ -392,7 +370,7 @@ impl Session {
         let mut size: u64 = 0;
         let mut too_big = false;
         loop {
-            let conn = self.conn.as_mut().expect("a session always has its connection");
+            let conn = self.core.conn()?;
             if conn.buffered().is_empty() {
                 // RFC 5321 4.5.3.2.5: each data block within the block
                 // timeout (3 minutes), and the data as a whole at
@@ -437,7 +415,11 @@ impl Session {
         } else {
             if let (Service::Smtp, Some(verifier)) = (self.service, self.shared.verifier.as_ref()) {
                 let helo = self.helo.clone().unwrap_or_default();
-                let source = body.auth_source().smtputf8(tx.smtputf8);
+                let source = match body.client_message() {
+                    ClientMessage::Memory(m) => mailauth::MessageSource::memory(m),
+                    ClientMessage::Spooled { path, start, end, tail } => mailauth::MessageSource::spooled(path, start, end, tail),
+                }
+                .smtputf8(tx.smtputf8);
                 match verifier.check_source(self.peer.ip(), &helo, &tx.from, &source, &self.shared.hostname()).await {
                     Ok(v) => {
                         tracing::info!(peer = %self.peer, result = %v.summary, "authentication checks");
@@ -449,7 +431,7 @@ impl Session {
                         }
                         // RFC 8601 5: results claiming to be ours that came
                         // with the message are forgeries; they go.
-                        body.insert_header(return_path_len, v.header, v.forged);
+                        body.insert_header(v.header, v.forged);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot read a message back for its checks"),
                 }
@@ -469,7 +451,7 @@ impl Session {
                     if !tx.remote.is_empty() {
                         self.shared.queue_notify.notify_one();
                     }
-                    self.junk_commands = 0;
+                    self.core.useful();
                     self.reply(250, "2.0.0", &format!("OK: queued as {name}")).await?;
                 }
                 Err(e) => {
@@ -485,97 +467,72 @@ impl Session {
     /// Return-Path (RFC 5321 4.4: added at final delivery) and Received
     /// (RFC 5321 4.4, with the protocol names of RFC 3848 and RFC 6531 4.3).
     fn trace_headers(&self, tx: &Transaction, id: &str) -> String {
-        let tls = self.conn.as_ref().map_or(false, |c| c.tls);
-        let mut proto = String::new();
+        let mut with = String::new();
         if tx.smtputf8 {
-            proto.push_str("UTF8SMTP");
+            with.push_str("UTF8SMTP");
         } else if self.esmtp {
-            proto.push_str("ESMTP");
+            with.push_str("ESMTP");
         } else {
-            proto.push_str("SMTP");
+            with.push_str("SMTP");
         }
         if self.esmtp || tx.smtputf8 {
-            if tls {
-                proto.push('S');
+            if self.core.tls() {
+                with.push('S');
             }
             if self.user.is_some() {
-                proto.push('A');
+                with.push('A');
             }
         }
-        let helo = self.helo.as_deref().unwrap_or("unknown");
-        let ip = self.peer.ip();
-        let only = if tx.local.len() + tx.remote.len() == 1 {
-            let r = tx.local.first().map(|a| a.to_string()).or_else(|| tx.remote.first().cloned()).unwrap_or_default();
-            format!("\r\n\tfor <{r}>")
-        } else {
-            String::new()
-        };
+        let only = if tx.local.len() + tx.remote.len() == 1 { tx.local.first().map(|a| a.to_string()).or_else(|| tx.remote.first().cloned()) } else { None };
         let date = crate::date::rfc5322(SystemTime::now());
-        let mut h = String::new();
-        if !tx.local.is_empty() {
-            h.push_str(&format!("Return-Path: <{}>\r\n", tx.from));
-        }
-        h.push_str(&format!("Received: from {helo} ([{ip}])\r\n\tby {} (mailfort) with {proto} id {id}{only};\r\n\t{date}\r\n", self.shared.hostname()));
-        h
+        let by = self.shared.hostname();
+        let trace = Trace {
+            return_path: (!tx.local.is_empty()).then_some(tx.from.as_str()),
+            helo: self.helo.as_deref().unwrap_or("unknown"),
+            ip: self.peer.ip(),
+            by: &by,
+            with: &with,
+            id,
+            for_rcpt: only.as_deref(),
+            date: &date,
+        };
+        trace.render()
     }
 
     async fn starttls(&mut self) -> Result<Flow, ConnError> {
-        if self.conn.as_ref().map_or(false, |c| c.tls) {
+        if self.core.tls() {
             self.reply(503, "5.5.1", "TLS already active").await?;
             return Ok(Flow::Continue);
         }
         // RFC 3207 4
         self.reply(220, "2.0.0", "Ready to start TLS").await?;
-        let conn = self.conn.take().expect("a session always has its connection");
         let acceptor = self.shared.tls.clone();
-        match tokio::time::timeout(Duration::from_secs(30), conn.start_tls(&acceptor)).await {
-            Ok(Ok(c)) => {
-                self.conn = Some(c);
-                // RFC 3207 4.2: forget everything learnt before TLS.
-                self.helo = None;
-                self.esmtp = false;
-                self.tx = None;
-                self.user = None;
-                Ok(Flow::Continue)
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnError::Timeout),
-        }
+        self.core.start_tls(&acceptor).await?;
+        // RFC 3207 4.2: forget everything learnt before TLS.
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.user = None;
+        Ok(Flow::Continue)
     }
 
-    async fn read_auth_line(&mut self) -> Result<Option<Vec<u8>>, ConnError> {
+    /// A SASL response (initial with AUTH, or the answer to `challenge`);
+    /// None when the client cancelled or sent something undecodable, which
+    /// rejects the AUTH command (RFC 4954 4: 501), already answered.
+    async fn sasl(&mut self, initial: Option<&str>, challenge: &[u8]) -> Result<Option<Vec<u8>>, ConnError> {
         let idle = self.shared.config.limits.smtp_idle();
-        let line = self.conn().read_line(MAX_AUTH_LINE, idle).await?;
-        if line == b"*" {
-            // RFC 4954 4: the client cancels with "*".
-            self.reply(501, "5.0.0", "Authentication canceled").await?;
-            return Ok(None);
-        }
-        match base64::engine::general_purpose::STANDARD.decode(&line) {
-            Ok(v) => Ok(Some(v)),
-            Err(_) => {
-                self.reply(501, "5.5.2", "Cannot decode response").await?;
+        match self.core.sasl_response(initial, challenge, idle).await? {
+            Sasl::Response(v) => Ok(Some(v)),
+            Sasl::Cancelled => {
+                // RFC 4954 4: the client cancels with "*"; 501.
+                self.reply(501, "5.0.0", "Authentication canceled").await?;
                 Ok(None)
             }
-        }
-    }
-
-    /// A SASL response: the initial response given with AUTH (RFC 4954 4:
-    /// "=" is an empty one), or the answer to `challenge`. None when the
-    /// client cancelled or sent something undecodable (already answered).
-    async fn sasl_response(&mut self, initial: Option<&str>, challenge: &[u8]) -> Result<Option<Vec<u8>>, ConnError> {
-        match initial {
-            Some("=") => Ok(Some(Vec::new())),
-            Some(i) => match base64::engine::general_purpose::STANDARD.decode(i) {
-                Ok(v) => Ok(Some(v)),
-                Err(_) => {
-                    self.reply(501, "5.5.2", "Cannot decode response").await?;
-                    Ok(None)
-                }
-            },
-            None => {
-                self.conn().send(challenge).await?;
-                self.read_auth_line().await
+            Sasl::Undecodable => {
+                // RFC 4954 4: a response that cannot be base64-decoded
+                // rejects the AUTH command with 501.
+                self.reply(501, "5.5.2", "Cannot decode response").await?;
+                Ok(None)
             }
         }
     }
@@ -601,19 +558,17 @@ impl Session {
             return Ok(Flow::Continue);
         }
         let (login, password) = if mechanism.eq_ignore_ascii_case("PLAIN") {
-            let Some(msg) = self.sasl_response(initial, b"334 \r\n").await? else {
+            let Some(msg) = self.sasl(initial, EMPTY_CHALLENGE).await? else {
                 return Ok(Flow::Continue);
             };
-            proto::sasl::parse_plain(&msg).and_then(|p| p.login()).map(|(u, p)| (u.to_string(), p.to_string())).unwrap_or_default()
+            plain_credentials(&msg)
         } else if mechanism.eq_ignore_ascii_case("LOGIN") {
             // draft-murchison-sasl-login: "Username:" then "Password:".
-            let Some(user) = self.sasl_response(initial, b"334 VXNlcm5hbWU6\r\n").await? else {
+            let Some(user) = self.sasl(initial, LOGIN_USER_PROMPT).await? else {
                 return Ok(Flow::Continue);
             };
-            self.conn().send(b"334 UGFzc3dvcmQ6\r\n").await?;
-            let pass = match self.read_auth_line().await? {
-                Some(v) => v,
-                None => return Ok(Flow::Continue),
+            let Some(pass) = self.sasl(None, LOGIN_PASSWORD_PROMPT).await? else {
+                return Ok(Flow::Continue);
             };
             (String::from_utf8(user).unwrap_or_default(), String::from_utf8(pass).unwrap_or_default())
         } else {
@@ -672,255 +627,5 @@ async fn local_sender_refusal(shared: &Shared, service: Service, authenticated: 
         // RFC 7208 8.6: a temporary error may be answered with 451 4.4.3.
         mailauth::SenderSpf::TempError => Some((451, "4.4.3", format!("<{from}>: cannot check the SPF record of {domain} now, try again later"))),
         mailauth::SenderSpf::NotPass => refused,
-    }
-}
-
-/// Copies spooled message `old` into a new spool file with `header`
-/// inserted at byte `at`.
-/// A copy of a spooled message with `header` put at byte `at` and the
-/// byte ranges `remove` (sorted, all after `at`) left out.
-fn with_header(store: &Store, node: &str, old: Spool, at: usize, header: &str, remove: &[std::ops::Range<usize>]) -> Result<Spool, String> {
-    use std::io::Read;
-    let path = store.spool_dir(node).join(old.name());
-    let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-    let mut new = store.spool(node).map_err(|e| e.to_string())?;
-    let mut head = vec![0u8; at];
-    f.read_exact(&mut head).map_err(|e| e.to_string())?;
-    new.write_all(&head).map_err(|e| e.to_string())?;
-    new.write_all(header.as_bytes()).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut offset = at;
-    loop {
-        let n = f.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        // Writes the parts of buf[..n] (file bytes offset..offset+n)
-        // outside every removed range.
-        let mut from = 0;
-        for r in remove.iter().filter(|r| r.end > offset && r.start < offset + n) {
-            let (s, e) = (r.start.saturating_sub(offset).max(from), (r.end - offset).min(n));
-            new.write_all(&buf[from..s]).map_err(|e| e.to_string())?;
-            from = e;
-        }
-        new.write_all(&buf[from..n]).map_err(|e| e.to_string())?;
-        offset += n;
-    }
-    drop(old);
-    Ok(new)
-}
-
-/// Where a message body may keep data in memory: up to `per_session`
-/// bytes, and only as long as the node-wide budget has them.
-struct BodyMemory {
-    budget: Arc<MemoryBudget>,
-    per_session: usize,
-}
-
-/// A message body on its way to the store: in memory while small and while
-/// the node's memory budget allows, in the spool file otherwise. Store I/O
-/// runs on the blocking pool.
-struct Body {
-    store: Arc<Store>,
-    node: String,
-    spool: Option<Spool>,
-    name: String,
-    mem: Vec<u8>,
-    memory: BodyMemory,
-    /// Bytes of `memory.budget` taken for `mem`.
-    reserved: usize,
-    /// Bytes already written to the spool file.
-    spilled: u64,
-    /// Where our trace headers end and the client's message begins.
-    trace_len: usize,
-    /// A header to put at `insert_at` (after Return-Path) once the
-    /// message is complete; for a spilled message this means a copy.
-    late_header: Option<(usize, String, Vec<std::ops::Range<usize>>)>,
-    error: Option<String>,
-}
-
-impl Body {
-    async fn begin(store: Arc<Store>, node: String, memory: BodyMemory) -> Result<Body, String> {
-        let (s, n) = (store.clone(), node.clone());
-        let spool = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || s.spool(&n)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        let name = spool.name().to_string();
-        Ok(Body { store, node, spool: Some(spool), name, mem: Vec::new(), memory, reserved: 0, spilled: 0, trace_len: 0, late_header: None, error: None })
-    }
-
-    /// The message as the client sent it (without our trace headers), for
-    /// the checks to read in pieces: the spooled part from the file, then
-    /// what is still in memory.
-    fn auth_source(&self) -> mailauth::MessageSource<'_> {
-        if self.spilled == 0 {
-            return mailauth::MessageSource::memory(&self.mem[self.trace_len.min(self.mem.len())..]);
-        }
-        let path = self.store.spool_dir(&self.node).join(&self.name);
-        mailauth::MessageSource::spooled(path, self.trace_len as u64, self.spilled, &self.mem)
-    }
-
-    /// Puts `header` at byte `at` of the stored message (within our trace
-    /// headers) and removes the byte ranges `remove` of the client's
-    /// message (offsets in the message as the client sent it).
-    fn insert_header(&mut self, at: usize, header: String, remove: Vec<std::ops::Range<usize>>) {
-        let remove: Vec<std::ops::Range<usize>> = remove.into_iter().map(|r| r.start + self.trace_len..r.end + self.trace_len).collect();
-        if self.spilled == 0 {
-            for r in remove.iter().rev() {
-                if r.end <= self.mem.len() {
-                    self.mem.drain(r.clone());
-                }
-            }
-            let at = at.min(self.mem.len());
-            self.mem.splice(at..at, header.into_bytes());
-        } else {
-            self.late_header = Some((at, header, remove));
-        }
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn push(&mut self, data: &[u8]) {
-        if self.error.is_some() {
-            return;
-        }
-        let need = self.mem.len() + data.len();
-        let fits = need <= self.reserved || self.grow(need);
-        self.mem.extend_from_slice(data);
-        if !fits {
-            // Over this session's share or the node's budget: to the spool
-            // file at once (a write; the fsync comes with the commit).
-            self.spill().await;
-        }
-    }
-
-    /// Takes budget for a buffer of at least `need` bytes (doubling, within
-    /// the session's share); false if there is none.
-    fn grow(&mut self, need: usize) -> bool {
-        let cap = self.memory.per_session;
-        if need > cap {
-            return false;
-        }
-        let want = need.max(self.reserved * 2).max(BODY_STEP).min(cap);
-        if !self.memory.budget.try_take(want - self.reserved) {
-            return false;
-        }
-        self.mem.reserve_exact(want - self.mem.len());
-        self.reserved = want;
-        true
-    }
-
-    /// Gives the buffer and its budget back.
-    fn release(&mut self) {
-        self.mem = Vec::new();
-        self.memory.budget.give(std::mem::take(&mut self.reserved));
-    }
-
-    /// Writes what is in memory to the spool file and frees the buffer.
-    async fn spill(&mut self) {
-        let Some(mut spool) = self.spool.take() else {
-            self.release();
-            self.error.get_or_insert_with(|| "spool lost".into());
-            return;
-        };
-        let mem = std::mem::take(&mut self.mem);
-        let r = store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
-            let r = spool.write_all(&mem);
-            (spool, mem.len(), r)
-        })
-        .await;
-        self.release();
-        match r {
-            Ok((spool, n, res)) => {
-                self.spool = Some(spool);
-                self.spilled += n as u64;
-                if let Err(e) = res {
-                    self.error = Some(e.to_string());
-                }
-            }
-            Err(e) => self.error = Some(e.to_string()),
-        }
-    }
-
-    async fn commit(mut self, local: Vec<Address>, queue: Option<Envelope>) -> Result<(), String> {
-        // The budget stays taken until the last byte is written (Drop).
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
-        let mut spool = self.spool.take().ok_or("spool lost")?;
-        let mem = std::mem::take(&mut self.mem);
-        let store = self.store.clone();
-        let late = self.late_header.take();
-        let node = self.node.clone();
-        store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
-            spool.write_all(&mem).map_err(|e| e.to_string())?;
-            if let Some((at, header, remove)) = late {
-                // A spilled message gets its late header in a copy: the
-                // spool file is never rewritten in place.
-                spool = with_header(&store, &node, spool, at, &header, &remove)?;
-            }
-            spool.commit(&store, &local, queue.as_ref()).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn body(store: &Arc<Store>, budget: &Arc<MemoryBudget>, per_session: usize) -> Body {
-        Body::begin(store.clone(), "node1".into(), BodyMemory { budget: budget.clone(), per_session }).await.expect("spool")
-    }
-
-    #[tokio::test]
-    async fn message_memory_is_bounded_per_session_and_per_node() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::init(&dir.path().join("store"), "example.test", None).unwrap());
-        let budget = Arc::new(MemoryBudget::new(100 * 1024));
-        let chunk = vec![b'x'; 10 * 1024];
-
-        // One session: in memory up to its share (64 KiB), then spilled.
-        let mut a = body(&store, &budget, 64 * 1024).await;
-        for _ in 0..6 {
-            a.push(&chunk).await;
-        }
-        assert_eq!(a.spilled, 0);
-        assert!(a.mem.capacity() <= 64 * 1024 && budget.used() == a.reserved);
-        a.push(&chunk).await;
-        assert_eq!(a.spilled, 70 * 1024, "past its share the session writes to the spool");
-        assert_eq!(a.reserved, 0);
-
-        // Sessions together: once the node's budget is taken, the next
-        // session writes every piece at once.
-        let mut b = body(&store, &budget, 64 * 1024).await;
-        let mut c = body(&store, &budget, 64 * 1024).await;
-        for _ in 0..6 {
-            b.push(&chunk).await;
-        }
-        assert_eq!(b.spilled, 0);
-        for _ in 0..6 {
-            c.push(&chunk).await;
-        }
-        assert!(budget.used() <= budget.limit(), "{} of {}", budget.used(), budget.limit());
-        assert!(c.spilled >= 20 * 1024, "the budget did not make the session spill: {}", c.spilled);
-        assert_eq!(c.spilled as usize + c.mem.len(), 60 * 1024);
-        let on_disk = std::fs::metadata(store.spool_dir("node1").join(c.name())).unwrap().len();
-        assert_eq!(on_disk, c.spilled);
-
-        // What a session frees is free for others.
-        drop(b);
-        let mut d = body(&store, &budget, 64 * 1024).await;
-        d.push(&chunk).await;
-        assert_eq!(d.spilled, 0);
-        drop((a, c, d));
-        assert_eq!(budget.used(), 0);
     }
 }

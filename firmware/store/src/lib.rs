@@ -7,7 +7,7 @@
 //! <store>/accounts          one account a line, argon2id PHC hash
 //! <store>/mail/<domain>/<local>/{tmp,new,cur}   Maildir
 //! <store>/queue/            outbound messages (.msg) and envelopes (.env)
-//! <store>/spool/<node>/     a node's messages being received
+//! <store>/spool/<node>/     a node's messages being received (`assembly`)
 //! <store>/cluster/nodes/    heartbeats (`heartbeat`)
 //! <store>/cluster/locks/    POP3 maildrop locks and leases (`lock`, names in `lock::names`)
 //! <store>/cluster/dns-state.toml  the DNS announcer's last report
@@ -30,6 +30,7 @@
 
 pub mod accounts;
 pub mod address;
+pub mod assembly;
 pub mod blocking;
 pub mod fsutil;
 pub mod heartbeat;
