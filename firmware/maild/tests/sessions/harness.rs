@@ -163,7 +163,8 @@ pub fn b64(s: &str) -> String {
 fn test_acceptor() -> tokio_rustls::TlsAcceptor {
     let cert = rcgen::generate_simple_self_signed(vec![HOSTNAME.to_string()]).expect("certificate");
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
-    maild::tls::acceptor(vec![cert.cert.der().clone()], key).expect("acceptor")
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(vec![cert.cert.der().clone()], key).expect("a working certificate");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
 /// The test's end of a session.
