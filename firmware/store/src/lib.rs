@@ -14,7 +14,11 @@
 //! <store>/cluster/login-failures/  failed logins per writer (node and service)
 //! <store>/tls/              the cluster's certificate and key
 //! <store>/stats/<node>      a node's message counts of the last hour
+//! <store>/dkim/<domain>/    DKIM keys
+//! <store>/admin.hash        the admin password's hash
 //! ```
+//!
+//! Every one of these paths is named in [`layout`] and nowhere else.
 //!
 //! The rules that make several writers safe, also over NFS: a message is
 //! written once to a private spool file, fsynced, and only then linked into
