@@ -22,7 +22,7 @@ pub enum SettingError {
     NotANumber { key: &'static str, value: String, unit: &'static str },
     #[error("{key} must be {min} to {max} {unit}{}, not {found}", rfc.map(|r| format!(" ({r})")).unwrap_or_default())]
     OutOfBounds { key: &'static str, min: u64, max: u64, unit: &'static str, rfc: Option<&'static str>, found: u64 },
-    #[error("{key}: '{value}' is not a valid {what}")]
+    #[error("'{value}' is not a valid {what}")]
     BadName { key: &'static str, value: String, what: &'static str },
     #[error("domains: give 1 to {MAX_DOMAINS} domain names")]
     DomainCount,
