@@ -11,8 +11,9 @@ use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cert::ClusterCertResolver;
-use store::{Address, Store};
+use store::{AccountError, Address, Store, StoreError};
 
+use crate::cluster_keys::ClusterKeyError;
 use crate::commands::Setting;
 
 /// How long a read (status, lists) waits for the store; past it the store
@@ -25,15 +26,51 @@ pub const STORE_CHANGE_DEADLINE: Duration = Duration::from_secs(60);
 pub const STORE_CALLS_AT_ONCE: usize = 4;
 /// The clock-file name administrative reads of the live set use.
 const ADMIN_CLOCK: &str = "admin";
-/// The admin password's hash, in the store so that it is the same on
-/// every node.
-const ADMIN_HASH_FILE: &str = "admin.hash";
 /// Longest queue id taken from a person (ids are `secs.micros_n.node`).
 const MAX_QUEUE_ID: usize = 200;
 /// Header bytes `queue show` prints at most.
 const MAX_SHOWN_HEADER: usize = 16 * 1024;
 
 pub use cert::CertInfo as CertView;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("the store has not answered earlier requests yet")]
+    Busy,
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the store at {} does not answer within {secs} s", root.display())]
+    Timeout { root: PathBuf, secs: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Live(#[from] cluster::live::LiveError),
+    #[error(transparent)]
+    ClusterKey(#[from] ClusterKeyError),
+    #[error("{0} does not exist")]
+    NoAccount(Address),
+    #[error("'{0}' is not a queue id")]
+    BadQueueId(String),
+    #[error("no queue entry {0}")]
+    NoQueueEntry(String),
+    #[error("cannot read the message: {0}")]
+    Message(std::io::Error),
+    #[error("{} does not hold an argon2 hash", .0.display())]
+    BadAdminHash(PathBuf),
+    #[error("not an argon2 hash")]
+    NotArgon2,
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The cluster's certificate could not be read or replaced.
+    #[error(transparent)]
+    Cert(#[from] cert::CertError),
+    /// The cluster's state could not be read.
+    #[error(transparent)]
+    Report(#[from] cluster::report::ReportError),
+}
 
 /// One node of the live set.
 #[derive(Debug, Clone)]
@@ -117,32 +154,32 @@ impl StoreAccess {
         &self.root
     }
 
-    pub(crate) fn call<T: Send + 'static>(&self, deadline: Duration, f: impl FnOnce(&Store) -> Result<T, String> + Send + 'static) -> Result<T, String> {
+    pub(crate) fn call<T: Send + 'static>(&self, deadline: Duration, f: impl FnOnce(&Store) -> Result<T, AccessError> + Send + 'static) -> Result<T, AccessError> {
         if self.busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < STORE_CALLS_AT_ONCE).then_some(n + 1)).is_err() {
-            return Err("the store has not answered earlier requests yet".into());
+            return Err(AccessError::Busy);
         }
         let (tx, rx) = mpsc::channel();
         let (root, busy) = (self.root.clone(), self.busy.clone());
         let spawned = std::thread::Builder::new().name("store-call".into()).spawn(move || {
-            let r = Store::open(&root).map_err(|e| e.to_string()).and_then(|s| f(&s));
+            let r = Store::open(&root).map_err(AccessError::from).and_then(|s| f(&s));
             busy.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(r);
         });
         if let Err(e) = spawned {
             self.busy.fetch_sub(1, Ordering::AcqRel);
-            return Err(format!("cannot start a thread: {e}"));
+            return Err(AccessError::Thread(e));
         }
         match rx.recv_timeout(deadline) {
             Ok(r) => r,
-            Err(_) => Err(format!("the store at {} does not answer within {} s", self.root.display(), deadline.as_secs())),
+            Err(_) => Err(AccessError::Timeout { root: self.root.clone(), secs: deadline.as_secs() }),
         }
     }
 
-    pub fn report(&self) -> Result<StoreReport, String> {
+    pub fn report(&self) -> Result<StoreReport, AccessError> {
         let root = self.root.display().to_string();
         self.call(STORE_READ_DEADLINE, move |s| {
-            s.probe().map_err(|e| e.to_string())?;
-            let cluster = cluster::report::read(s, ADMIN_CLOCK).map_err(|e| e.to_string())?;
+            s.probe()?;
+            let cluster = cluster::report::read(s, ADMIN_CLOCK)?;
             let st = s.settings();
             Ok(StoreReport {
                 root,
@@ -166,73 +203,73 @@ impl StoreAccess {
     }
 
     /// Messages in and out per minute over the last hour, per node.
-    pub fn stats(&self) -> Result<Vec<store::stats::NodeStats>, String> {
+    pub fn stats(&self) -> Result<Vec<store::stats::NodeStats>, AccessError> {
         self.call(STORE_READ_DEADLINE, |s| {
-            let now = s.now(ADMIN_CLOCK).map_err(|e| e.to_string())?;
-            store::stats::read_last_hour(s, now).map_err(|e| e.to_string())
+            let now = s.now(ADMIN_CLOCK)?;
+            Ok(store::stats::read_last_hour(s, now)?)
         })
     }
 
-    pub fn user_list(&self) -> Result<Vec<Address>, String> {
-        self.call(STORE_READ_DEADLINE, |s| s.accounts().list().map_err(|e| e.to_string()))
+    pub fn user_list(&self) -> Result<Vec<Address>, AccessError> {
+        self.call(STORE_READ_DEADLINE, |s| Ok(s.accounts().list()?))
     }
 
-    pub fn user_add(&self, a: &Address, pw: &str) -> Result<(), String> {
+    pub fn user_add(&self, a: &Address, pw: &str) -> Result<(), AccessError> {
         let (a, pw) = (a.clone(), pw.to_string());
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            s.accounts().add(&a, &pw, &s.settings().domains).map_err(|e| e.to_string())?;
-            s.ensure_maildir(&a).map(drop).map_err(|e| e.to_string())
+            s.accounts().add(&a, &pw, &s.settings().domains)?;
+            Ok(s.ensure_maildir(&a).map(drop)?)
         })
     }
 
-    pub fn user_passwd(&self, a: &Address, pw: &str) -> Result<(), String> {
+    pub fn user_passwd(&self, a: &Address, pw: &str) -> Result<(), AccessError> {
         let (a, pw) = (a.clone(), pw.to_string());
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            if !s.accounts().exists(&a).map_err(|e| e.to_string())? {
-                return Err(format!("{a} does not exist"));
+            if !s.accounts().exists(&a)? {
+                return Err(AccessError::NoAccount(a));
             }
-            s.accounts().set_password(&a, &pw).map_err(|e| e.to_string())
+            Ok(s.accounts().set_password(&a, &pw)?)
         })
     }
 
     /// Returns where the kept mailbox is.
-    pub fn user_del(&self, a: &Address) -> Result<String, String> {
+    pub fn user_del(&self, a: &Address) -> Result<String, AccessError> {
         let a = a.clone();
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            s.accounts().delete(&a).map_err(|e| e.to_string())?;
+            s.accounts().delete(&a)?;
             Ok(s.maildir_path(&a).display().to_string())
         })
     }
 
-    pub fn cluster_settings(&self) -> Result<Vec<Setting>, String> {
+    pub fn cluster_settings(&self) -> Result<Vec<Setting>, AccessError> {
         self.call(STORE_READ_DEADLINE, |s| {
-            let st = s.reload_settings().map_err(|e| e.to_string())?;
+            let st = s.reload_settings()?;
             Ok(crate::cluster_keys::describe(&st))
         })
     }
 
     /// Validates and saves one shared setting in the store.
-    pub fn set_cluster_setting(&self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set_cluster_setting(&self, key: &str, value: &str) -> Result<(), AccessError> {
         let (key, value) = (key.to_string(), value.to_string());
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            let mut st = s.reload_settings().map_err(|e| e.to_string())?;
+            let mut st = s.reload_settings()?;
             crate::cluster_keys::set(&mut st, &key, &value)?;
-            crate::cluster_keys::check_accounts(&st, &s.accounts().list().map_err(|e| e.to_string())?)?;
-            s.write_settings(&st).map_err(|e| e.to_string())
+            crate::cluster_keys::check_accounts(&st, &s.accounts().list()?)?;
+            Ok(s.write_settings(&st)?)
         })
     }
 
-    pub fn queue_list(&self) -> Result<Vec<QueueItem>, String> {
+    pub fn queue_list(&self) -> Result<Vec<QueueItem>, AccessError> {
         self.call(STORE_READ_DEADLINE, |s| {
             let now = unix_now();
-            Ok(s.queue_list().map_err(|e| e.to_string())?.iter().map(|e| queue_item(s, e, now)).collect())
+            Ok(s.queue_list()?.iter().map(|e| queue_item(s, e, now)).collect())
         })
     }
 
-    pub fn queue_show(&self, id: &str) -> Result<String, String> {
+    pub fn queue_show(&self, id: &str) -> Result<String, AccessError> {
         let id = checked_id(id)?;
         self.call(STORE_READ_DEADLINE, move |s| {
-            let e = s.queue_get(&id).map_err(|_| format!("no queue entry {id}"))?;
+            let e = s.queue_get(&id).map_err(|_| AccessError::NoQueueEntry(id.clone()))?;
             let i = queue_item(s, &e, unix_now());
             let mut t = format!(
                 "id:           {}\nsize:         {} bytes\nfrom:         {}\nto:           {}\naccepted by:  {} at {}\nattempts:     {}\nstate:        {}\n",
@@ -248,7 +285,7 @@ impl StoreAccess {
             if let Some(err) = &i.last_error {
                 t.push_str(&format!("last error:   {err}\n"));
             }
-            let msg = std::fs::read(s.queue_message_path(&id)).map_err(|e| format!("cannot read the message: {e}"))?;
+            let msg = std::fs::read(s.queue_message_path(&id)).map_err(AccessError::Message)?;
             let end = msg.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(msg.len()).min(MAX_SHOWN_HEADER);
             t.push('\n');
             t.push_str(&String::from_utf8_lossy(&msg[..end]).replace("\r\n", "\n"));
@@ -256,72 +293,70 @@ impl StoreAccess {
         })
     }
 
-    pub fn queue_retry(&self, id: &str) -> Result<(), String> {
+    pub fn queue_retry(&self, id: &str) -> Result<(), AccessError> {
         let id = checked_id(id)?;
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            let mut e = s.queue_get(&id).map_err(|_| format!("no queue entry {id}"))?;
+            let mut e = s.queue_get(&id).map_err(|_| AccessError::NoQueueEntry(id.clone()))?;
             e.envelope.next_attempt = 0;
-            if !s.queue_update(&id, &e.envelope).map_err(|e| e.to_string())? {
-                return Err(format!("no queue entry {id}"));
+            if !s.queue_update(&id, &e.envelope)? {
+                return Err(AccessError::NoQueueEntry(id));
             }
             Ok(())
         })
     }
 
-    pub fn queue_delete(&self, id: &str) -> Result<(), String> {
+    pub fn queue_delete(&self, id: &str) -> Result<(), AccessError> {
         let id = checked_id(id)?;
-        self.call(STORE_CHANGE_DEADLINE, move |s| if s.queue_remove(&id).map_err(|e| e.to_string())? { Ok(()) } else { Err(format!("no queue entry {id}")) })
+        self.call(STORE_CHANGE_DEADLINE, move |s| if s.queue_remove(&id)? { Ok(()) } else { Err(AccessError::NoQueueEntry(id)) })
     }
 
-    pub fn cert_show(&self) -> Result<CertView, String> {
-        self.call(STORE_READ_DEADLINE, |s| cert::cert_info(s).map_err(|e| e.to_string()))
+    pub fn cert_show(&self) -> Result<CertView, AccessError> {
+        self.call(STORE_READ_DEADLINE, |s| Ok(cert::cert_info(s)?))
     }
 
     /// Saves an uploaded certificate; the second value warns when it does
     /// not name the host name clients use (it is saved all the same: the
     /// host name may be about to change).
-    pub fn cert_upload(&self, pem: &str) -> Result<(CertView, Option<String>), String> {
+    pub fn cert_upload(&self, pem: &str) -> Result<(CertView, Option<String>), AccessError> {
         let pem = pem.to_string();
         let resolver = self.cert.get().cloned();
         self.call(STORE_CHANGE_DEADLINE, move |s| {
             let view = match &resolver {
                 Some(r) => r.upload(s, &pem),
                 None => cert::upload(s, &pem),
-            }
-            .map_err(|e| e.to_string())?;
+            }?;
             let host = s.settings().hostname.clone();
             let warning = (!names_cover(&view.names, &host)).then(|| format!("WARNING: the certificate does not name {host}, the name clients use; they will refuse it"));
             Ok((view, warning))
         })
     }
 
-    pub fn cert_regenerate(&self) -> Result<CertView, String> {
+    pub fn cert_regenerate(&self) -> Result<CertView, AccessError> {
         let resolver = self.cert.get().cloned();
         self.call(STORE_CHANGE_DEADLINE, move |s| {
-            match &resolver {
+            Ok(match &resolver {
                 Some(r) => r.regenerate(s),
                 None => cert::regenerate(s),
-            }
-            .map_err(|e| e.to_string())
+            }?)
         })
     }
 
     /// The admin password's hash in the store; Ok(None) when none is set.
-    pub fn admin_hash(&self) -> Result<Option<String>, String> {
+    pub fn admin_hash(&self) -> Result<Option<String>, AccessError> {
         self.call(STORE_READ_DEADLINE, |s| read_admin_hash(s.root()))
     }
 
-    pub fn set_admin_hash(&self, hash: &str) -> Result<(), String> {
+    pub fn set_admin_hash(&self, hash: &str) -> Result<(), AccessError> {
         let hash = hash.to_string();
         self.call(STORE_CHANGE_DEADLINE, move |s| write_admin_hash(s.root(), &hash))
     }
 }
 
-fn checked_id(id: &str) -> Result<String, String> {
+fn checked_id(id: &str) -> Result<String, AccessError> {
     if valid_queue_id(id) {
         Ok(id.to_string())
     } else {
-        Err(format!("'{id}' is not a queue id"))
+        Err(AccessError::BadQueueId(id.to_string()))
     }
 }
 
@@ -344,7 +379,7 @@ fn queue_item(s: &Store, e: &store::QueueEntry, now: u64) -> QueueItem {
         attempts: e.envelope.attempts,
         state,
         last_error: e.envelope.last_error.clone(),
-        created: maild::date::rfc5322(UNIX_EPOCH + Duration::from_secs(e.envelope.created)),
+        created: proto::date::Rfc5322(i64::try_from(e.envelope.created).unwrap_or(i64::MAX)).to_string(),
     }
 }
 
@@ -362,22 +397,22 @@ pub fn names_cover(names: &[String], host: &str) -> bool {
 }
 
 /// The hash in `<store>/admin.hash`; Ok(None) when there is none.
-pub fn read_admin_hash(root: &Path) -> Result<Option<String>, String> {
-    let p = root.join(ADMIN_HASH_FILE);
+pub fn read_admin_hash(root: &Path) -> Result<Option<String>, AccessError> {
+    let p = store::Layout::new(root).admin_hash();
     match std::fs::read_to_string(&p) {
         Ok(t) if t.trim().starts_with("$argon2") => Ok(Some(t.trim().to_string())),
-        Ok(_) => Err(format!("{} does not hold an argon2 hash", p.display())),
+        Ok(_) => Err(AccessError::BadAdminHash(p)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Err(source) => Err(AccessError::Io { path: p, source }),
     }
 }
 
-pub fn write_admin_hash(root: &Path, hash: &str) -> Result<(), String> {
+pub fn write_admin_hash(root: &Path, hash: &str) -> Result<(), AccessError> {
     if !hash.starts_with("$argon2") {
-        return Err("not an argon2 hash".into());
+        return Err(AccessError::NotArgon2);
     }
-    let p = root.join(ADMIN_HASH_FILE);
-    store::fsutil::write_atomic(&p, format!("{hash}\n").as_bytes()).map_err(|e| format!("{}: {e}", p.display()))
+    let p = store::Layout::new(root).admin_hash();
+    store::fsutil::write_atomic(&p, format!("{hash}\n").as_bytes()).map_err(|source| AccessError::Io { path: p, source })
 }
 
 /// Free and total bytes of the filesystem holding `p`.
@@ -411,10 +446,10 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(600));
                 Ok(())
             });
-            assert!(r.unwrap_err().contains("does not answer"));
+            assert!(matches!(r, Err(AccessError::Timeout { .. })), "{r:?}");
         }
         // While the stuck calls last, others are refused at once.
-        assert!(a.user_list().unwrap_err().contains("earlier requests"));
+        assert!(matches!(a.user_list(), Err(AccessError::Busy)));
         std::thread::sleep(Duration::from_millis(800));
         assert_eq!(a.user_list().unwrap(), vec![]);
         let r = a.report().unwrap();
@@ -429,12 +464,12 @@ mod tests {
         Store::init(&root, "example.test", None).unwrap();
         let a = StoreAccess::new(&root);
         assert_eq!(a.admin_hash().unwrap(), None);
-        assert!(a.set_admin_hash("plain text").is_err());
+        assert!(matches!(a.set_admin_hash("plain text"), Err(AccessError::NotArgon2)));
         let h = crate::password::hash_password("pw").unwrap();
         a.set_admin_hash(&h).unwrap();
         assert_eq!(a.admin_hash().unwrap().as_deref(), Some(h.as_str()));
-        std::fs::write(root.join(ADMIN_HASH_FILE), "garbage").unwrap();
-        assert!(a.admin_hash().is_err());
+        std::fs::write(store::Layout::new(&root).admin_hash(), "garbage").unwrap();
+        assert!(matches!(a.admin_hash(), Err(AccessError::BadAdminHash(_))));
     }
 
     #[test]
@@ -458,7 +493,7 @@ mod tests {
         Store::init(&root, "example.test", None).unwrap();
         let a = StoreAccess::new(&root);
         assert!(a.queue_list().unwrap().is_empty());
-        assert!(a.queue_retry("1.2_3.n").unwrap_err().contains("no queue entry"));
-        assert!(a.queue_delete("../../accounts").unwrap_err().contains("not a queue id"));
+        assert!(matches!(a.queue_retry("1.2_3.n"), Err(AccessError::NoQueueEntry(id)) if id == "1.2_3.n"));
+        assert!(matches!(a.queue_delete("../../accounts"), Err(AccessError::BadQueueId(_))));
     }
 }

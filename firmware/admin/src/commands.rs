@@ -6,9 +6,11 @@
 
 use std::fmt::Write as _;
 
-use store::Address;
+use store::{Address, AddressError, PasswordError};
 
-use crate::access::{CertView, QueueItem, StoreAccess, StoreReport};
+use crate::access::{AccessError, CertView, QueueItem, StoreAccess, StoreReport};
+use crate::password::NewPasswordError;
+use crate::process::NodeSettingError;
 
 /// Log lines `status` shows.
 pub const STATUS_LOG_LINES: usize = 15;
@@ -76,29 +78,84 @@ pub const HELP: &[(&str, &str)] = &[
     ("help", "this list"),
 ];
 
+/// Why a line is not a command.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("`{0}` takes no arguments")]
+    NoArguments(String),
+    #[error("usage: {0}")]
+    Usage(String),
+    #[error("{word}: {source}")]
+    Address { word: String, source: AddressError },
+    #[error("'{0}' is not a queue id (`queue list` shows them)")]
+    QueueId(String),
+    #[error("usage: log [N], N from 1 to {MAX_LOG_LINES}")]
+    LogLines,
+    #[error("unknown cluster setting '{0}'; `cluster show` lists them")]
+    UnknownClusterSetting(String),
+    #[error("unknown command '{0}'; type `help`")]
+    Unknown(String),
+}
+
+/// Why a host could not do what a command asked.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Store(#[from] AccessError),
+    #[error(transparent)]
+    NodeSetting(#[from] NodeSettingError),
+    #[error("not on an appliance: restart the process with your service manager")]
+    NotAnAppliance,
+    #[error("this host cannot reboot or power off from the web page")]
+    CannotPower,
+    /// The host refused, in its own words (a box's settings and services).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Why a command failed; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("no password given")]
+    NoPassword,
+    #[error(transparent)]
+    NewPassword(#[from] NewPasswordError),
+    #[error(transparent)]
+    Hash(#[from] PasswordError),
+    #[error(transparent)]
+    Store(#[from] AccessError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("no certificate given")]
+    NoCertificate,
+    #[error("not on an appliance: nothing to reboot or power off")]
+    NoPower,
+}
+
 /// Parses one line. `Ok(None)` for a blank line.
-pub fn parse(line: &str) -> Result<Option<Command>, String> {
+pub fn parse(line: &str) -> Result<Option<Command>, ParseError> {
     let words: Vec<&str> = line.split_whitespace().collect();
     let Some(&first) = words.first() else { return Ok(None) };
     let args = &words[1..];
-    let none = |c: Command| if args.is_empty() { Ok(Some(c)) } else { Err(format!("`{first}` takes no arguments")) };
-    let address = |w: &[&str], usage: &str| -> Result<Address, String> {
+    let none = |c: Command| if args.is_empty() { Ok(Some(c)) } else { Err(ParseError::NoArguments(first.to_string())) };
+    let usage = |u: &str| ParseError::Usage(u.to_string());
+    let address = |w: &[&str], u: &str| -> Result<Address, ParseError> {
         match w {
-            [a] => Address::parse(a).map_err(|e| format!("{a}: {e}")),
-            _ => Err(format!("usage: {usage}")),
+            [a] => Address::parse(a).map_err(|source| ParseError::Address { word: a.to_string(), source }),
+            _ => Err(usage(u)),
         }
     };
-    let id = |w: &[&str], usage: &str| -> Result<String, String> {
+    let id = |w: &[&str], u: &str| -> Result<String, ParseError> {
         match w {
             [i] if crate::access::valid_queue_id(i) => Ok(i.to_string()),
-            [i] => Err(format!("'{i}' is not a queue id (`queue list` shows them)")),
-            _ => Err(format!("usage: {usage}")),
+            [i] => Err(ParseError::QueueId(i.to_string())),
+            _ => Err(usage(u)),
         }
     };
-    let set = |w: &[&str], what: &str| -> Result<(String, String), String> {
+    let set = |w: &[&str], what: &str| -> Result<(String, String), ParseError> {
         match w {
             ["set", key, value @ ..] if !value.is_empty() => Ok((key.to_string(), value.join(" "))),
-            _ => Err(format!("usage: {what} show | {what} set KEY VALUE")),
+            _ => Err(ParseError::Usage(format!("{what} show | {what} set KEY VALUE"))),
         }
     };
     match first {
@@ -111,19 +168,19 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
         "admin-passwd" => none(Command::AdminPasswd),
         "restart" => match args {
             [s] => Ok(Some(Command::Restart(s.to_string()))),
-            _ => Err("usage: restart SERVICE".into()),
+            _ => Err(usage("restart SERVICE")),
         },
         "log" => match args {
             [] => Ok(Some(Command::Log(DEFAULT_LOG_LINES))),
-            [n] => n.parse::<usize>().ok().filter(|n| (1..=MAX_LOG_LINES).contains(n)).map(|n| Some(Command::Log(n))).ok_or_else(|| format!("usage: log [N], N from 1 to {MAX_LOG_LINES}")),
-            _ => Err("usage: log [N]".into()),
+            [n] => n.parse::<usize>().ok().filter(|n| (1..=MAX_LOG_LINES).contains(n)).map(|n| Some(Command::Log(n))).ok_or(ParseError::LogLines),
+            _ => Err(usage("log [N]")),
         },
         "user" | "users" => match args.split_first() {
             Some((&"list", [])) | None => Ok(Some(Command::UserList)),
             Some((&"add", rest)) => Ok(Some(Command::UserAdd(address(rest, "user add ADDRESS")?))),
             Some((&"passwd", rest)) => Ok(Some(Command::UserPasswd(address(rest, "user passwd ADDRESS")?))),
             Some((&"del", rest)) | Some((&"delete", rest)) => Ok(Some(Command::UserDel(address(rest, "user del ADDRESS")?))),
-            _ => Err("usage: user list | user add ADDRESS | user passwd ADDRESS | user del ADDRESS".into()),
+            _ => Err(usage("user list | user add ADDRESS | user passwd ADDRESS | user del ADDRESS")),
         },
         // `config` is the older name of `node`.
         "node" | "config" => match args {
@@ -134,8 +191,8 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             [] | ["show"] => Ok(Some(Command::ClusterShow)),
             _ => {
                 let (k, v) = set(args, "cluster")?;
-                if !crate::cluster_keys::KEYS.iter().any(|(x, _)| *x == k) {
-                    return Err(format!("unknown cluster setting '{k}'; `cluster show` lists them"));
+                if !crate::cluster_keys::is_key(&k) {
+                    return Err(ParseError::UnknownClusterSetting(k));
                 }
                 Ok(Some(Command::ClusterSet(k, v)))
             }
@@ -145,15 +202,15 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Some((&"show", rest)) => Ok(Some(Command::QueueShow(id(rest, "queue show ID")?))),
             Some((&"retry", rest)) => Ok(Some(Command::QueueRetry(id(rest, "queue retry ID")?))),
             Some((&"del", rest)) | Some((&"delete", rest)) => Ok(Some(Command::QueueDelete(id(rest, "queue del ID")?))),
-            _ => Err("usage: queue list | queue show ID | queue retry ID | queue del ID".into()),
+            _ => Err(usage("queue list | queue show ID | queue retry ID | queue del ID")),
         },
         "cert" | "certificate" => match args {
             [] | ["show"] => Ok(Some(Command::CertShow)),
             ["upload"] => Ok(Some(Command::CertUpload)),
             ["regenerate"] => Ok(Some(Command::CertRegenerate)),
-            _ => Err("usage: cert show | cert upload | cert regenerate".into()),
+            _ => Err(usage("cert show | cert upload | cert regenerate")),
         },
-        other => Err(format!("unknown command '{other}'; type `help`")),
+        other => Err(ParseError::Unknown(other.to_string())),
     }
 }
 
@@ -250,7 +307,7 @@ pub trait Host: Send + Sync {
     /// process); None when there is nothing to set here.
     fn node_settings(&self) -> Option<Vec<Setting>>;
     /// Validates and saves one node setting; returns when it takes effect.
-    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, String>;
+    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, HostError>;
     /// On a brand-new box, the node settings the first console login asks
     /// for (with a suggested value, or empty); nothing once set up.
     fn first_setup(&self) -> Vec<Setting>;
@@ -261,9 +318,9 @@ pub trait Host: Send + Sync {
     /// node keeps for when the store does not answer.
     fn admin_hash(&self) -> Option<String>;
     /// Saves a new admin hash (in the store and this node's copy).
-    fn set_admin_hash(&self, hash: &str) -> Result<(), String>;
+    fn set_admin_hash(&self, hash: &str) -> Result<(), HostError>;
     /// Restarts a supervised service; returns what happened.
-    fn restart_service(&self, name: &str) -> Result<String, String>;
+    fn restart_service(&self, name: &str) -> Result<String, HostError>;
     /// Whether reboot and poweroff mean anything here.
     fn can_power(&self) -> bool;
     /// Carries out the reboot or poweroff that [`execute`] answered with
@@ -271,9 +328,9 @@ pub trait Host: Send + Sync {
     /// caller to hand the action to (the web page). A host that can power
     /// ([`Host::can_power`]) overrides it; it should return at once and
     /// stop the services in the background.
-    fn power(&self, action: Action) -> Result<(), String> {
+    fn power(&self, action: Action) -> Result<(), HostError> {
         let _ = action;
-        Err("this host cannot reboot or power off from the web page".into())
+        Err(HostError::CannotPower)
     }
 }
 
@@ -283,40 +340,40 @@ pub trait Host: Send + Sync {
 pub fn execute(cmd: &Command, host: &dyn Host, password: Option<&str>, text: Option<&str>) -> Reply {
     let st = host.store();
     let pw = || {
-        let p = password.ok_or_else(|| "no password given".to_string())?;
+        let p = password.ok_or(CommandError::NoPassword)?;
         crate::password::check_new_password(p)?;
-        Ok::<_, String>(p)
+        Ok::<_, CommandError>(p)
     };
-    let r: Result<Reply, String> = match cmd {
+    let r: Result<Reply, CommandError> = match cmd {
         Command::Help => Ok(Reply::text(help_text())),
         Command::Status => Ok(Reply::text(status_text(host))),
         Command::Log(n) => Ok(Reply::text(host.log_tail(*n).join("\n"))),
         // The front end keeps the history.
         Command::History => Ok(Reply::text(String::new())),
-        Command::UserList => st.user_list().map(|l| Reply::text(if l.is_empty() { "no accounts".to_string() } else { l.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("\n") })),
-        Command::UserAdd(a) => pw().and_then(|p| st.user_add(a, p)).map(|()| Reply::text(format!("added {a}"))),
-        Command::UserPasswd(a) => pw().and_then(|p| st.user_passwd(a, p)).map(|()| Reply::text(format!("password of {a} changed"))),
-        Command::UserDel(a) => st.user_del(a).map(|kept| Reply::text(format!("deleted {a} (its mailbox {kept} is kept)"))),
+        Command::UserList => st.user_list().map_err(CommandError::from).map(|l| Reply::text(if l.is_empty() { "no accounts".to_string() } else { l.iter().map(|a| a.to_string()).collect::<Vec<_>>().join("\n") })),
+        Command::UserAdd(a) => pw().and_then(|p| Ok(st.user_add(a, p)?)).map(|()| Reply::text(format!("added {a}"))),
+        Command::UserPasswd(a) => pw().and_then(|p| Ok(st.user_passwd(a, p)?)).map(|()| Reply::text(format!("password of {a} changed"))),
+        Command::UserDel(a) => st.user_del(a).map_err(CommandError::from).map(|kept| Reply::text(format!("deleted {a} (its mailbox {kept} is kept)"))),
         Command::NodeShow => Ok(Reply::text(match host.node_settings() {
             Some(s) => settings_table(&s),
             None => "no node settings here".into(),
         })),
-        Command::NodeSet(k, v) => host.set_node_setting(k, v).map(|when| Reply::text(format!("{k} = {v} saved; {when}"))),
-        Command::ClusterShow => st.cluster_settings().map(|s| Reply::text(settings_table(&s))),
-        Command::ClusterSet(k, v) => st.set_cluster_setting(k, v).map(|()| Reply::text(format!("{k} = {} saved in the store; running nodes follow within seconds", crate::cluster_keys::shown(k, v)))),
-        Command::QueueList => st.queue_list().map(|l| Reply::text(queue_text(&l))),
-        Command::QueueShow(id) => st.queue_show(id).map(Reply::text),
-        Command::QueueRetry(id) => st.queue_retry(id).map(|()| Reply::text(format!("{id} is due now"))),
-        Command::QueueDelete(id) => st.queue_delete(id).map(|()| Reply::text(format!("deleted {id} (no notification is sent)"))),
-        Command::CertShow => st.cert_show().map(|c| Reply::text(cert_text(&c))),
+        Command::NodeSet(k, v) => host.set_node_setting(k, v).map_err(CommandError::from).map(|when| Reply::text(format!("{k} = {v} saved; {when}"))),
+        Command::ClusterShow => st.cluster_settings().map_err(CommandError::from).map(|s| Reply::text(settings_table(&s))),
+        Command::ClusterSet(k, v) => st.set_cluster_setting(k, v).map_err(CommandError::from).map(|()| Reply::text(format!("{k} = {} saved in the store; running nodes follow within seconds", crate::cluster_keys::shown(k, v)))),
+        Command::QueueList => st.queue_list().map_err(CommandError::from).map(|l| Reply::text(queue_text(&l))),
+        Command::QueueShow(id) => st.queue_show(id).map_err(CommandError::from).map(Reply::text),
+        Command::QueueRetry(id) => st.queue_retry(id).map_err(CommandError::from).map(|()| Reply::text(format!("{id} is due now"))),
+        Command::QueueDelete(id) => st.queue_delete(id).map_err(CommandError::from).map(|()| Reply::text(format!("deleted {id} (no notification is sent)"))),
+        Command::CertShow => st.cert_show().map_err(CommandError::from).map(|c| Reply::text(cert_text(&c))),
         Command::CertUpload => match text {
-            Some(pem) => st.cert_upload(pem).map(|(c, warning)| Reply::text(format!("certificate saved; every node presents it within seconds\n{}{}", cert_text(&c), warning.map(|w| format!("\n{w}")).unwrap_or_default()))),
-            None => Err("no certificate given".into()),
+            Some(pem) => st.cert_upload(pem).map_err(CommandError::from).map(|(c, warning)| Reply::text(format!("certificate saved; every node presents it within seconds\n{}{}", cert_text(&c), warning.map(|w| format!("\n{w}")).unwrap_or_default()))),
+            None => Err(CommandError::NoCertificate),
         },
-        Command::CertRegenerate => st.cert_regenerate().map(|c| Reply::text(format!("new self-signed certificate; every node presents it within seconds\n{}", cert_text(&c)))),
-        Command::AdminPasswd => pw().and_then(crate::password::hash_password).and_then(|h| host.set_admin_hash(&h)).map(|()| Reply::text("admin password changed")),
-        Command::Restart(s) => host.restart_service(s).map(Reply::text),
-        Command::Reboot | Command::Poweroff if !host.can_power() => Err("not on an appliance: nothing to reboot or power off".into()),
+        Command::CertRegenerate => st.cert_regenerate().map_err(CommandError::from).map(|c| Reply::text(format!("new self-signed certificate; every node presents it within seconds\n{}", cert_text(&c)))),
+        Command::AdminPasswd => pw().and_then(|p| Ok(crate::password::hash_password(p)?)).and_then(|h| Ok(host.set_admin_hash(&h)?)).map(|()| Reply::text("admin password changed")),
+        Command::Restart(s) => host.restart_service(s).map_err(CommandError::from).map(Reply::text),
+        Command::Reboot | Command::Poweroff if !host.can_power() => Err(CommandError::NoPower),
         Command::Reboot => Ok(Reply { text: "rebooting: stopping services".into(), action: Action::Reboot, error: false }),
         Command::Poweroff => Ok(Reply { text: "powering off: stopping services".into(), action: Action::Poweroff, error: false }),
         Command::Logout => Ok(Reply { text: String::new(), action: Action::Logout, error: false }),
@@ -480,6 +537,13 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad} should not parse");
         }
+        assert_eq!(parse("status now"), Err(ParseError::NoArguments("status".into())));
+        assert_eq!(parse("frobnicate"), Err(ParseError::Unknown("frobnicate".into())));
+        assert_eq!(parse("cluster set bogus 1"), Err(ParseError::UnknownClusterSetting("bogus".into())));
+        assert_eq!(parse("queue show ../x"), Err(ParseError::QueueId("../x".into())));
+        assert_eq!(parse("log 0"), Err(ParseError::LogLines));
+        assert!(matches!(parse("user add not-an-address"), Err(ParseError::Address { .. })));
+        assert!(matches!(parse("restart"), Err(ParseError::Usage(_))));
         assert!(parse("user add x@example.test").unwrap().unwrap().needs_new_password());
         assert!(!parse("user del x@example.test").unwrap().unwrap().needs_new_password());
         assert!(parse("cert upload").unwrap().unwrap().needs_text());

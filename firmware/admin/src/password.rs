@@ -5,9 +5,22 @@
 
 use store::PasswordError;
 
+/// Why a new password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NewPasswordError {
+    #[error("the password is empty")]
+    Empty,
+    #[error("the password is longer than {} bytes", store::accounts::MAX_PASSWORD)]
+    TooLong,
+    #[error("the password contains control characters")]
+    Control,
+    #[error("the passwords differ")]
+    Differ,
+}
+
 /// Hashes a password the way the store does (argon2id, PHC string).
-pub fn hash_password(pw: &str) -> Result<String, String> {
-    store::password::hash(pw).map_err(|e| e.to_string())
+pub fn hash_password(pw: &str) -> Result<String, PasswordError> {
+    store::password::hash(pw)
 }
 
 /// Checks `pw` against `hash`: Ok(false) for a wrong password, an error
@@ -23,15 +36,28 @@ pub fn verify_password(hash: &str, pw: &str) -> bool {
 }
 
 /// Checks a new password before it is hashed.
-pub fn check_new_password(pw: &str) -> Result<(), String> {
+pub fn check_new_password(pw: &str) -> Result<(), NewPasswordError> {
     if pw.is_empty() {
-        return Err("the password is empty".into());
+        return Err(NewPasswordError::Empty);
     }
     if pw.len() > store::accounts::MAX_PASSWORD {
-        return Err(format!("the password is longer than {} bytes", store::accounts::MAX_PASSWORD));
+        return Err(NewPasswordError::TooLong);
     }
     if pw.chars().any(|c| c.is_control()) {
-        return Err("the password contains control characters".into());
+        return Err(NewPasswordError::Control);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_passwords_are_checked() {
+        assert_eq!(check_new_password(""), Err(NewPasswordError::Empty));
+        assert_eq!(check_new_password(&"x".repeat(store::accounts::MAX_PASSWORD + 1)), Err(NewPasswordError::TooLong));
+        assert_eq!(check_new_password("a\tb"), Err(NewPasswordError::Control));
+        assert_eq!(check_new_password("correct horse"), Ok(()));
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use crate::access::StoreAccess;
-use crate::commands::{Host, NodeView, Setting};
+use crate::commands::{Host, HostError, NodeView, Setting};
 use crate::shell::{self, Terminal};
 
 /// Largest config file read (it is a handful of lines).
@@ -34,6 +34,33 @@ pub const KEYS: &[(&str, &str)] = &[
 /// Keys whose value is a list.
 const LIST_KEYS: &[&str] = &["advertise", "smtp", "submission", "submissions", "pop3", "pop3s", "admin.listen"];
 
+/// Why a node setting was refused or could not be saved. Nothing changes
+/// when one is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeSettingError {
+    #[error("unknown node setting '{0}'; `node show` lists them")]
+    Unknown(String),
+    #[error("rank: '{0}' is not a number")]
+    RankNotANumber(String),
+    #[error("rank: 1 or more (1 = preferred)")]
+    Rank,
+    #[error("node: '{0}' is not a node name (a-z, 0-9, '-', at most {max} characters)", max = config::MAX_NODE_NAME)]
+    NodeName(String),
+    #[error("{0} in the config file is not a table")]
+    NotATable(String),
+    /// The file would no longer be a node configuration.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+    #[error("advertise: give the addresses clients reach, not 0.0.0.0 or multicast")]
+    Advertise,
+    #[error("{}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    #[error("this node was started without --config FILE: its settings are its command line")]
+    NoConfigFile,
+    #[error("a settings change failed earlier")]
+    Poisoned,
+}
+
 /// What a process knows of itself for `status`.
 #[derive(Debug, Clone, Default)]
 pub struct ProcessInfo {
@@ -57,17 +84,18 @@ impl ProcessHost {
         ProcessHost { store: StoreAccess::new(store), config, info, started: Instant::now(), writing: Mutex::new(()) }
     }
 
-    fn read_table(path: &Path) -> Result<toml::Table, String> {
+    fn read_table(path: &Path) -> Result<toml::Table, NodeSettingError> {
         use std::io::Read;
+        let bad = |reason: String| NodeSettingError::File { path: path.to_path_buf(), reason };
         let mut text = String::new();
         match std::fs::File::open(path) {
             Ok(f) => {
-                f.take(MAX_CONFIG).read_to_string(&mut text).map_err(|e| format!("{}: {e}", path.display()))?;
+                f.take(MAX_CONFIG).read_to_string(&mut text).map_err(|e| bad(e.to_string()))?;
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(toml::Table::new()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(e) => return Err(bad(e.to_string())),
         }
-        text.parse::<toml::Table>().map_err(|e| format!("{}: {e}", path.display()))
+        text.parse::<toml::Table>().map_err(|e| bad(e.to_string()))
     }
 }
 
@@ -90,10 +118,10 @@ fn show(v: Option<&toml::Value>) -> String {
 
 /// Sets `key` in the config table after checking the value; the table as
 /// a whole must still be a valid node configuration.
-pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), String> {
+pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), NodeSettingError> {
     let v = value.trim();
     if !KEYS.iter().any(|(k, _)| *k == key) {
-        return Err(format!("unknown node setting '{key}'; `node show` lists them"));
+        return Err(NodeSettingError::Unknown(key.to_string()));
     }
     let mut new = t.clone();
     let (outer, inner) = match key.split_once('.') {
@@ -104,9 +132,9 @@ pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), S
         let items: Vec<toml::Value> = if v == "off" { Vec::new() } else { v.split([',', ' ']).filter(|x| !x.is_empty()).map(|x| toml::Value::String(x.to_string())).collect() };
         Some(toml::Value::Array(items))
     } else if key == "rank" {
-        let r: u32 = v.parse().map_err(|_| format!("rank: '{v}' is not a number"))?;
+        let r: u32 = v.parse().map_err(|_| NodeSettingError::RankNotANumber(v.to_string()))?;
         if r == 0 {
-            return Err("rank: 1 or more (1 = preferred)".into());
+            return Err(NodeSettingError::Rank);
         }
         Some(toml::Value::Integer(r.into()))
     } else if v == "default" && inner.is_some() {
@@ -114,8 +142,8 @@ pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), S
     } else {
         Some(toml::Value::String(v.to_string()))
     };
-    if key == "node" && !maild::config::valid_node_name(v) {
-        return Err(format!("node: '{v}' is not a node name (a-z, 0-9, '-', at most {} characters)", maild::config::MAX_NODE_NAME));
+    if key == "node" && !config::valid_node_name(v) {
+        return Err(NodeSettingError::NodeName(v.to_string()));
     }
     match inner {
         None => {
@@ -125,7 +153,7 @@ pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), S
         }
         Some(i) => {
             let sub = new.entry(outer.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            let sub = sub.as_table_mut().ok_or_else(|| format!("{outer} in the config file is not a table"))?;
+            let sub = sub.as_table_mut().ok_or_else(|| NodeSettingError::NotATable(outer.to_string()))?;
             match value {
                 Some(val) => {
                     sub.insert(i.to_string(), val);
@@ -138,9 +166,10 @@ pub fn set_in_table(t: &mut toml::Table, key: &str, value: &str) -> Result<(), S
     }
     // Every value must still make a node configuration (addresses parse,
     // types match).
-    let cfg: maild::NodeConfig = toml::from_str(&toml::to_string(&new).map_err(|e| e.to_string())?).map_err(|e| format!("{key}: {}", e.message()))?;
+    let invalid = |reason: String| NodeSettingError::Invalid { key: key.to_string(), reason };
+    let cfg: config::NodeConfig = toml::from_str(&toml::to_string(&new).map_err(|e| invalid(e.to_string()))?).map_err(|e| invalid(e.message().to_string()))?;
     if cfg.advertise.iter().any(|a| a.is_unspecified() || a.is_multicast()) {
-        return Err("advertise: give the addresses clients reach, not 0.0.0.0 or multicast".into());
+        return Err(NodeSettingError::Advertise);
     }
     *t = new;
     Ok(())
@@ -152,7 +181,7 @@ impl Host for ProcessHost {
     }
 
     fn node(&self) -> NodeView {
-        let store = match self.store.call(crate::access::STORE_READ_DEADLINE, |s| s.probe().map_err(|e| e.to_string())) {
+        let store = match self.store.call(crate::access::STORE_READ_DEADLINE, |s| Ok(s.probe()?)) {
             Ok(()) => format!("{} answers", self.store.root().display()),
             Err(e) => format!("{}: {e}", self.store.root().display()),
         };
@@ -177,13 +206,14 @@ impl Host for ProcessHost {
         Some(KEYS.iter().map(|(k, h)| Setting { key: k.to_string(), value: show(get(&t, k)), help: h.to_string() }).collect())
     }
 
-    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, String> {
-        let path = self.config.as_ref().ok_or("this node was started without --config FILE: its settings are its command line")?;
-        let _one = self.writing.lock().map_err(|_| "a settings change failed earlier".to_string())?;
+    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, HostError> {
+        let path = self.config.as_ref().ok_or(NodeSettingError::NoConfigFile)?;
+        let _one = self.writing.lock().map_err(|_| NodeSettingError::Poisoned)?;
         let mut t = Self::read_table(path)?;
         set_in_table(&mut t, key, value)?;
-        let text = toml::to_string(&t).map_err(|e| e.to_string())?;
-        store::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = |reason: String| NodeSettingError::File { path: path.clone(), reason };
+        let text = toml::to_string(&t).map_err(|e| file(e.to_string()))?;
+        store::fsutil::write_atomic(path, text.as_bytes()).map_err(|e| file(e.to_string()))?;
         Ok(format!("written to {}; it takes effect when the node is started again", path.display()))
     }
 
@@ -199,12 +229,12 @@ impl Host for ProcessHost {
         self.store.admin_hash().ok().flatten()
     }
 
-    fn set_admin_hash(&self, hash: &str) -> Result<(), String> {
-        self.store.set_admin_hash(hash)
+    fn set_admin_hash(&self, hash: &str) -> Result<(), HostError> {
+        Ok(self.store.set_admin_hash(hash)?)
     }
 
-    fn restart_service(&self, _: &str) -> Result<String, String> {
-        Err("not on an appliance: restart the process with your service manager".into())
+    fn restart_service(&self, _: &str) -> Result<String, HostError> {
+        Err(HostError::NotAnAppliance)
     }
 
     fn can_power(&self) -> bool {
@@ -239,8 +269,24 @@ mod tests {
         std::fs::write(&cfg, "node = \"n1\"\nrank = 1\n[limits]\nmax_recipients = 200\n").unwrap();
         let h = ProcessHost::new(&root, Some(cfg.clone()), ProcessInfo::default());
         let before = std::fs::read_to_string(&cfg).unwrap();
-        for (k, v) in [("rank", "0"), ("rank", "x"), ("node", "Bad Name"), ("smtp", "not-an-address"), ("admin.listen", "127.0.0.1"), ("advertise", "0.0.0.0"), ("bogus", "1"), ("outbound.dns_server", "nowhere")] {
-            assert!(h.set_node_setting(k, v).is_err(), "{k} = {v}");
+        let invalid = |e: &NodeSettingError, k: &str| matches!(e, NodeSettingError::Invalid { key, .. } if key == k);
+        let refused: [(&str, &str, fn(&NodeSettingError) -> bool); 8] = [
+            ("rank", "0", |e| *e == NodeSettingError::Rank),
+            ("rank", "x", |e| *e == NodeSettingError::RankNotANumber("x".into())),
+            ("node", "Bad Name", |e| *e == NodeSettingError::NodeName("Bad Name".into())),
+            ("smtp", "not-an-address", |_| false),
+            ("admin.listen", "127.0.0.1", |_| false),
+            ("advertise", "0.0.0.0", |e| *e == NodeSettingError::Advertise),
+            ("bogus", "1", |e| *e == NodeSettingError::Unknown("bogus".into())),
+            ("outbound.dns_server", "nowhere", |_| false),
+        ];
+        for (k, v, want) in refused {
+            match h.set_node_setting(k, v) {
+                // Values that do not make a node configuration are refused
+                // by the configuration's own parser, for this key.
+                Err(HostError::NodeSetting(e)) => assert!(want(&e) || invalid(&e, k), "{k} = {v}: {e:?}"),
+                other => panic!("{k} = {v}: {other:?}"),
+            }
         }
         assert_eq!(std::fs::read_to_string(&cfg).unwrap(), before, "a refused value changed the file");
         h.set_node_setting("rank", "2").unwrap();
@@ -256,13 +302,13 @@ mod tests {
         assert_eq!(get("smtp"), "127.0.0.1:2525, [::1]:2525");
         assert_eq!(get("pop3"), "off");
         assert_eq!(get("outbound.dns_server"), "127.0.0.1:53");
-        let c: maild::NodeConfig = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        let c: config::NodeConfig = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
         assert_eq!((c.rank, c.node.as_str(), c.limits.max_recipients, c.pop3.len()), (2, "n1", 200, 0));
         h.set_node_setting("outbound.dns_server", "default").unwrap();
-        let c: maild::NodeConfig = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        let c: config::NodeConfig = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
         assert_eq!(c.outbound.dns_server, None);
         let none = ProcessHost::new(&root, None, ProcessInfo::default());
         assert!(none.node_settings().is_none());
-        assert!(none.set_node_setting("rank", "2").unwrap_err().contains("--config"));
+        assert!(matches!(none.set_node_setting("rank", "2"), Err(HostError::NodeSetting(NodeSettingError::NoConfigFile))));
     }
 }

@@ -7,8 +7,8 @@
 use std::io::{self, BufRead, Write};
 use std::time::Duration;
 
-use crate::commands::{self, Action, Command, Host};
-use crate::password::{check_new_password, check_password, hash_password};
+use crate::commands::{self, Action, Command, Host, HostError};
+use crate::password::{check_new_password, check_password, hash_password, NewPasswordError};
 
 /// Longest input line taken (longer ones are refused whole).
 pub const MAX_INPUT: usize = 1024;
@@ -36,6 +36,19 @@ pub struct Terminal<'a> {
 /// A box's console session ends after this long without input.
 pub const IDLE_LOGOUT: Duration = Duration::from_secs(15 * 60);
 
+/// Why what was typed is not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("line longer than {MAX_INPUT} characters ignored")]
+    LineTooLong,
+    #[error("more than {MAX_PASTED_LINES} lines")]
+    TooManyLines,
+    #[error(transparent)]
+    Password(#[from] NewPasswordError),
+    #[error("{0}: no such command in the history")]
+    NoSuchHistory(String),
+}
+
 /// What ended a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionEnd {
@@ -60,7 +73,7 @@ impl Terminal<'_> {
 
     /// One line without its end; None at end of input. Over-long lines are
     /// read to their end and refused.
-    fn read_line(&mut self) -> io::Result<Option<Result<String, String>>> {
+    fn read_line(&mut self) -> io::Result<Option<Result<String, InputError>>> {
         if let (Some(fd), Some(idle)) = (self.echo_fd, self.idle_logout) {
             // A terminal in canonical mode hands over one line per read,
             // so nothing is left buffered between lines: poll the
@@ -88,7 +101,7 @@ impl Terminal<'_> {
                     break;
                 }
             }
-            return Ok(Some(Err(format!("line longer than {MAX_INPUT} characters ignored"))));
+            return Ok(Some(Err(InputError::LineTooLong)));
         }
         let s = String::from_utf8_lossy(&buf);
         Ok(Some(Ok(s.trim_end_matches(['\n', '\r']).to_string())))
@@ -107,7 +120,7 @@ impl Terminal<'_> {
     }
 
     /// Lines up to one holding only [`commands::PEM_END_LINE`].
-    fn read_pasted(&mut self) -> io::Result<Option<Result<String, String>>> {
+    fn read_pasted(&mut self) -> io::Result<Option<Result<String, InputError>>> {
         let mut text = String::new();
         for _ in 0..MAX_PASTED_LINES {
             match self.read_line()? {
@@ -120,19 +133,19 @@ impl Terminal<'_> {
                 }
             }
         }
-        Ok(Some(Err(format!("more than {MAX_PASTED_LINES} lines"))))
+        Ok(Some(Err(InputError::TooManyLines)))
     }
 
     /// Asks for a new password twice. Err(message) when they differ or the
     /// password is unacceptable; Ok(None) at end of input.
-    fn new_password(&mut self) -> io::Result<Option<Result<String, String>>> {
+    fn new_password(&mut self) -> io::Result<Option<Result<String, NewPasswordError>>> {
         let Some(a) = self.read_secret("New password: ")? else { return Ok(None) };
         if let Err(e) = check_new_password(&a) {
             return Ok(Some(Err(e)));
         }
         let Some(b) = self.read_secret("Again: ")? else { return Ok(None) };
         if a != b {
-            return Ok(Some(Err("the passwords differ".into())));
+            return Ok(Some(Err(NewPasswordError::Differ)));
         }
         Ok(Some(Ok(a)))
     }
@@ -184,7 +197,7 @@ fn first_setup(host: &dyn Host, term: &mut Terminal<'_>, node: &str) -> io::Resu
             let line = match term.read_line()? {
                 None => return Ok(false),
                 Some(Err(e)) => {
-                    term.say(&e)?;
+                    term.say(&e.to_string())?;
                     continue;
                 }
                 Some(Ok(l)) => l,
@@ -211,7 +224,7 @@ fn first_setup(host: &dyn Host, term: &mut Terminal<'_>, node: &str) -> io::Resu
                 term.say("an admin password was set meanwhile on another console; log in with it")?;
                 return Ok(false);
             }
-            Some(Ok(pw)) => match hash_password(&pw).and_then(|h| host.set_admin_hash(&h)) {
+            Some(Ok(pw)) => match hash_password(&pw).map_err(|e| HostError::Refused(e.to_string())).and_then(|h| host.set_admin_hash(&h)) {
                 Ok(()) => {
                     term.say("admin password set")?;
                     if !host.first_setup_done() {
@@ -239,7 +252,7 @@ pub fn shell(host: &dyn Host, term: &mut Terminal<'_>, prompt: &str) -> io::Resu
         let line = match term.read_line()? {
             None => return Ok(SessionEnd::Logout),
             Some(Err(e)) => {
-                term.say(&e)?;
+                term.say(&e.to_string())?;
                 continue;
             }
             Some(Ok(l)) => l,
@@ -251,7 +264,7 @@ pub fn shell(host: &dyn Host, term: &mut Terminal<'_>, prompt: &str) -> io::Resu
             }
             Ok(None) => line,
             Err(e) => {
-                term.say(&e)?;
+                term.say(&e.to_string())?;
                 continue;
             }
         };
@@ -259,7 +272,7 @@ pub fn shell(host: &dyn Host, term: &mut Terminal<'_>, prompt: &str) -> io::Resu
             Ok(None) => continue,
             Ok(Some(c)) => c,
             Err(e) => {
-                term.say(&e)?;
+                term.say(&e.to_string())?;
                 continue;
             }
         };
@@ -313,7 +326,7 @@ pub fn shell(host: &dyn Host, term: &mut Terminal<'_>, prompt: &str) -> io::Resu
 }
 
 /// `!N` and `!!`: the command to run again, or None for a normal line.
-fn expand_history(line: &str, history: &[String]) -> Result<Option<String>, String> {
+fn expand_history(line: &str, history: &[String]) -> Result<Option<String>, InputError> {
     let l = line.trim();
     let Some(rest) = l.strip_prefix('!') else { return Ok(None) };
     let entry = if rest == "!" {
@@ -321,7 +334,7 @@ fn expand_history(line: &str, history: &[String]) -> Result<Option<String>, Stri
     } else {
         rest.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| history.get(i))
     };
-    entry.cloned().map(Some).ok_or_else(|| format!("{l}: no such command in the history"))
+    entry.cloned().map(Some).ok_or_else(|| InputError::NoSuchHistory(l.to_string()))
 }
 
 #[cfg(test)]
@@ -338,9 +351,9 @@ mod tests {
         assert!(verify_password(&h, "s3cret"));
         assert!(!verify_password(&h, "other"));
         assert!(!verify_password("garbage", "s3cret"));
-        assert!(check_new_password("").is_err());
-        assert!(check_new_password("a\u{7}b").is_err());
-        assert!(check_new_password(&"x".repeat(5000)).is_err());
+        assert_eq!(check_new_password(""), Err(NewPasswordError::Empty));
+        assert_eq!(check_new_password("a\u{7}b"), Err(NewPasswordError::Control));
+        assert_eq!(check_new_password(&"x".repeat(5000)), Err(NewPasswordError::TooLong));
     }
 
     #[test]
@@ -348,8 +361,8 @@ mod tests {
         let h = vec!["status".to_string(), "user list".to_string()];
         assert_eq!(expand_history("!1", &h).unwrap().as_deref(), Some("status"));
         assert_eq!(expand_history("!!", &h).unwrap().as_deref(), Some("user list"));
-        assert!(expand_history("!3", &h).is_err());
-        assert!(expand_history("!0", &h).is_err());
+        assert_eq!(expand_history("!3", &h), Err(InputError::NoSuchHistory("!3".into())));
+        assert_eq!(expand_history("!0", &h), Err(InputError::NoSuchHistory("!0".into())));
         assert_eq!(expand_history("status", &h).unwrap(), None);
     }
 
@@ -419,12 +432,12 @@ mod tests {
         fn node_settings(&self) -> Option<Vec<crate::commands::Setting>> {
             Some(self.settings.lock().unwrap().clone())
         }
-        fn set_node_setting(&self, key: &str, value: &str) -> Result<String, String> {
+        fn set_node_setting(&self, key: &str, value: &str) -> Result<String, HostError> {
             if key == "rank" && value.parse::<u32>().map_or(true, |r| r == 0) {
-                return Err(format!("'{value}' is not a rank (1 or more)"));
+                return Err(HostError::Refused(format!("'{value}' is not a rank (1 or more)")));
             }
             let mut s = self.settings.lock().unwrap();
-            s.iter_mut().find(|x| x.key == key).ok_or("unknown")?.value = value.to_string();
+            s.iter_mut().find(|x| x.key == key).ok_or_else(|| HostError::Refused("unknown".into()))?.value = value.to_string();
             Ok("at the next boot".into())
         }
         fn first_setup(&self) -> Vec<crate::commands::Setting> {
@@ -440,12 +453,12 @@ mod tests {
         fn admin_hash(&self) -> Option<String> {
             self.hash.lock().unwrap().clone()
         }
-        fn set_admin_hash(&self, h: &str) -> Result<(), String> {
+        fn set_admin_hash(&self, h: &str) -> Result<(), HostError> {
             *self.hash.lock().unwrap() = Some(h.to_string());
             Ok(())
         }
-        fn restart_service(&self, _: &str) -> Result<String, String> {
-            Err("none".into())
+        fn restart_service(&self, _: &str) -> Result<String, HostError> {
+            Err(HostError::Refused("none".into()))
         }
         fn can_power(&self) -> bool {
             true

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::cmdline::Cmdline;
 use crate::configdisk::ConfigDisk;
 use admin::access::StoreAccess;
-use admin::commands::{Host, NodeView, Setting, StorageView};
+use admin::commands::{Host, HostError, NodeView, Setting, StorageView};
 use admin::shell::{self as console, SessionEnd, Terminal};
 use crate::modules::{self, ModuleIndex};
 use crate::service::{Service, ServiceSpec};
@@ -194,10 +194,10 @@ impl Host for BoxHost {
         let s = self.settings()?;
         Some(s.describe().into_iter().map(|(k, v)| Setting { help: setting_help(&k), key: k, value: v }).collect())
     }
-    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, String> {
-        let mut next = self.settings().ok_or("state unavailable")?;
-        next.set(key, value)?;
-        self.save(&next)?;
+    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, HostError> {
+        let mut next = self.settings().ok_or_else(|| HostError::Refused("state unavailable".into()))?;
+        next.set(key, value).map_err(HostError::Refused)?;
+        self.save(&next).map_err(HostError::Refused)?;
         with(&self.state, |s| s.settings = next);
         say!("setting {key} changed by an administrator");
         Ok("it takes effect at the next boot".into())
@@ -234,34 +234,35 @@ impl Host for BoxHost {
         }
         local
     }
-    fn set_admin_hash(&self, hash: &str) -> Result<(), String> {
+    fn set_admin_hash(&self, hash: &str) -> Result<(), HostError> {
         let in_store = match self.store_ready() {
             Ok(()) => self.store.set_admin_hash(hash).map(|()| true),
             Err(_) => Ok(false),
         };
         let cached = self.cache_admin_hash(hash);
         say!("admin password set{}", if matches!(in_store, Ok(true)) { " (in the store, for every node)" } else { " on this box; the store gets it when it has none" });
-        in_store.map(drop).and(cached)
+        in_store.map(drop)?;
+        cached.map_err(HostError::Refused)
     }
-    fn restart_service(&self, name: &str) -> Result<String, String> {
+    fn restart_service(&self, name: &str) -> Result<String, HostError> {
         let known = with(&self.state, |s| s.services.iter().any(|x| x.name == name)).unwrap_or(false);
         if !known {
             let names = with(&self.state, |s| s.services.iter().map(|x| x.name.clone()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            return Err(format!("no service '{name}' on this box (services: {})", if names.is_empty() { "none yet" } else { &names }));
+            return Err(HostError::Refused(format!("no service '{name}' on this box (services: {})", if names.is_empty() { "none yet" } else { &names })));
         }
-        self.events.lock().map_err(|_| "init is busy".to_string())?.send(Event::Restart(name.to_string())).map_err(|_| "init does not listen".to_string())?;
+        self.events.lock().map_err(|_| HostError::Refused("init is busy".into()))?.send(Event::Restart(name.to_string())).map_err(|_| HostError::Refused("init does not listen".into()))?;
         Ok(format!("restarting {name}: it stops cleanly and starts again"))
     }
     fn can_power(&self) -> bool {
         true
     }
-    fn power(&self, action: admin::commands::Action) -> Result<(), String> {
+    fn power(&self, action: admin::commands::Action) -> Result<(), HostError> {
         let (req, why) = match action {
             admin::commands::Action::Reboot => (PowerRequest::Reboot, "the admin page"),
             admin::commands::Action::Poweroff => (PowerRequest::Off, "the admin page"),
-            _ => return Err("not a power action".into()),
+            _ => return Err(HostError::Refused("not a power action".into())),
         };
-        self.events.lock().map_err(|_| "init is busy".to_string())?.send(Event::Power(req, why)).map_err(|_| "init does not listen".to_string())
+        self.events.lock().map_err(|_| HostError::Refused("init is busy".into()))?.send(Event::Power(req, why)).map_err(|_| HostError::Refused("init does not listen".into()))
     }
 }
 

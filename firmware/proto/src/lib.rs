@@ -11,6 +11,7 @@
 extern crate std;
 
 pub mod data;
+pub mod date;
 pub mod line;
 pub mod pop3;
 pub mod reply;

@@ -14,7 +14,11 @@
 //! <store>/cluster/login-failures/  failed logins per writer (node and service)
 //! <store>/tls/              the cluster's certificate and key
 //! <store>/stats/<node>      a node's message counts of the last hour
+//! <store>/dkim/<domain>/    DKIM keys
+//! <store>/admin.hash        the admin password's hash
 //! ```
+//!
+//! Every one of these paths is named in [`layout`] and nowhere else.
 //!
 //! The rules that make several writers safe, also over NFS: a message is
 //! written once to a private spool file, fsynced, and only then linked into
@@ -34,25 +38,29 @@ pub mod assembly;
 pub mod blocking;
 pub mod fsutil;
 pub mod heartbeat;
+pub mod layout;
 pub mod lock;
 pub mod login_failures;
 pub mod maildir;
 pub mod password;
 pub mod peer;
 pub mod queue;
+pub mod settings;
 pub mod stats;
 mod store;
 pub mod sweep;
 
 pub use accounts::{Accounts, AccountError};
 pub use address::{Address, AddressError};
+pub use layout::Layout;
 pub use lock::{Claimant, Holder, Lease, LockError, MaildropLock};
 pub use login_failures::{LoginFailures, Verdict};
 pub use maildir::{MessageEntry, Spool};
 pub use password::PasswordError;
 pub use queue::{Envelope, QueueEntry};
 pub use sweep::SweepReport;
-pub use store::{
-    ClusterLimits, ClusterSettings, DnsSettings, Network, SenderSettings, Store, StoreError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, FORMAT_VERSION, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT,
-    MAX_OUTSIDE_SENDERS, MIN_RECIPIENTS_LIMIT,
+pub use settings::{
+    ClusterLimits, ClusterSettings, DnsSettings, Network, SenderSettings, SettingError, TsigSettings, DEFAULT_DNS_RECHECK_SECS, DEFAULT_DNS_TTL, MAX_OUTSIDE_SENDERS, MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP,
+    MIN_MESSAGE_SIZE_LIMIT, MIN_RECIPIENTS_LIMIT,
 };
+pub use store::{Store, StoreError, FORMAT_VERSION};

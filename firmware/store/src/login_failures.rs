@@ -40,7 +40,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::fsutil::{self, FileStamp};
 
 /// The directory of the failure files, under the store's root.
-pub const FAILURES_DIR: &str = "cluster/login-failures";
+pub const FAILURES_DIR: &str = crate::layout::LOGIN_FAILURES;
 /// Failures count for this long after the first one of a series.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Failures from one address within the window after which every login
@@ -264,7 +264,7 @@ impl LoginFailures {
     pub fn with_deadline(root: &Path, writer: &str, policy: Policy, deadline: Duration) -> LoginFailures {
         let state = State { own: HashMap::new(), version: 0, remote: HashMap::new(), offset_ms: 0, refreshed: None, loaded: false };
         let shared = Shared {
-            dir: root.join(FAILURES_DIR),
+            dir: crate::layout::Layout::new(root).login_failures_dir(),
             writer: file_name(writer),
             policy,
             deadline,

@@ -24,7 +24,7 @@ pub const STATS_MINUTES: usize = 60;
 /// How often a running node writes its counts at most.
 pub const STATS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// The directory of the counts under the store's root.
-pub const STATS_DIR: &str = "stats";
+pub const STATS_DIR: &str = crate::layout::STATS;
 const SECS_PER_MINUTE: i64 = 60;
 /// Counts stamped up to this many minutes after the reader's `now` are
 /// taken as the current minute: writers and readers all use the store's
@@ -128,7 +128,7 @@ fn minute_of_secs(secs: i64) -> u64 {
 }
 
 fn stats_path(store: &Store, node: &str) -> PathBuf {
-    store.root().join(STATS_DIR).join(node)
+    store.layout().stats_file(node)
 }
 
 /// Reads one node's file; None when it is missing or not a valid file of
@@ -156,7 +156,7 @@ fn read_file(store: &Store, node: &str) -> Result<Option<Buckets>, StoreError> {
 /// are dropped; a node with no count left in the hour is still listed
 /// (with zeros) while its file exists. A corrupt file is skipped.
 pub fn read_last_hour(store: &Store, now: SystemTime) -> Result<Vec<NodeStats>, StoreError> {
-    let dir = store.root().join(STATS_DIR);
+    let dir = store.layout().stats_dir();
     let entries = match fs::read_dir(&dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -292,7 +292,7 @@ impl StatsRecorder {
             let text = toml::to_string(&f).map_err(|e| StoreError::Io { path: stats_path(store, &self.node), source: io::Error::other(e) })?;
             (text, i.changes)
         };
-        let dir = store.root().join(STATS_DIR);
+        let dir = store.layout().stats_dir();
         if !dir.is_dir() {
             fsutil::create_dir_durable(&dir).map_err(io_err(&dir))?;
         }

@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::accounts::Accounts;
 use crate::address::{normalize_domain, same_domain, valid_domain, Address};
 use crate::fsutil;
+use crate::layout::{self, Layout};
+use crate::settings::{ClusterLimits, ClusterSettings, SenderSettings};
 
 /// The FORMAT file's content for stores this code can run on.
 pub const FORMAT_VERSION: &str = "mailfort-store 1";
@@ -37,224 +39,10 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
-/// Cluster-wide settings kept in `<store>/cluster.toml`, the same for every
-/// node. Unknown keys are kept by serde's default of ignoring them, so newer
-/// settings do not stop older nodes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClusterSettings {
-    /// Random id written at creation: a node checks it to be sure that a
-    /// mounted tree is the store it expects, not an empty mountpoint.
-    pub store_id: String,
-    /// Domains whose mail is stored here.
-    pub domains: Vec<String>,
-    /// The name clients use for every node (the TLS certificate's name).
-    pub hostname: String,
-    /// The DNS failover announcer; without it DNS is left alone.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsSettings>,
-    /// Limits for every node; each one set overrides the node's own.
-    #[serde(default, skip_serializing_if = "ClusterLimits::is_empty")]
-    pub limits: ClusterLimits,
-    /// Who may send mail as the organisation's own domains from outside.
-    #[serde(default, skip_serializing_if = "SenderSettings::is_empty")]
-    pub senders: SenderSettings,
-}
-
-/// Networks listed as outside senders at most (a named bound on a list a
-/// person types).
-pub const MAX_OUTSIDE_SENDERS: usize = 256;
-
-/// `[senders]` of `cluster.toml`. On port 25 a message whose envelope
-/// sender is in one of our own domains is refused unless the sending host
-/// passes the domain's SPF or is listed here (a newsletter service, a
-/// partner's server sending as us).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct SenderSettings {
-    /// Hosts and networks, `192.0.2.10`, `192.0.2.0/24`, `2001:db8::/32`.
-    #[serde(default)]
-    pub outside: Vec<String>,
-}
-
-impl SenderSettings {
-    pub fn is_empty(&self) -> bool {
-        self.outside.is_empty()
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.outside.len() > MAX_OUTSIDE_SENDERS {
-            return Err(format!("senders.outside: at most {MAX_OUTSIDE_SENDERS} networks"));
-        }
-        for n in &self.outside {
-            Network::parse(n).map_err(|e| format!("senders.outside: {e}"))?;
-        }
-        Ok(())
-    }
-
-    /// Whether `ip` is in a listed network.
-    pub fn is_outside_sender(&self, ip: std::net::IpAddr) -> bool {
-        self.outside.iter().filter_map(|n| Network::parse(n).ok()).any(|n| n.contains(ip))
-    }
-}
-
-/// An address and prefix length (RFC 4632 3.1 for IPv4, RFC 4291 2.3 for
-/// IPv6); an address alone is one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    pub addr: std::net::IpAddr,
-    pub prefix: u8,
-}
-
-impl Network {
-    pub fn parse(text: &str) -> Result<Network, String> {
-        let t = text.trim();
-        let (a, p) = match t.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (t, None),
-        };
-        let addr: std::net::IpAddr = a.parse().map_err(|_| format!("'{text}' is not an address or ADDRESS/PREFIX"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(format!("'{text}': the prefix length must be 0 to {max}")),
-            },
-        };
-        Ok(Network { addr, prefix })
-    }
-
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr;
-        // An IPv4 peer may come as an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2).
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        let bits = |a: IpAddr| -> (u128, u32) {
-            match a {
-                IpAddr::V4(v) => (u128::from(u32::from(v)), 32),
-                IpAddr::V6(v) => (u128::from(v), 128),
-            }
-        };
-        let ((n, nw), (h, hw)) = (bits(self.addr), bits(ip));
-        if nw != hw {
-            return false;
-        }
-        let shift = nw - u32::from(self.prefix);
-        shift >= nw || (n >> shift) == (h >> shift)
-    }
-}
-
-/// RFC 5321 4.5.3.1.8: a server must accept at least 100 recipients per
-/// message, so no recipient limit may be set below this.
-pub const MIN_RECIPIENTS_LIMIT: usize = 100;
-/// The largest recipient limit the settings may ask for: each recipient
-/// costs memory and a link per message, so a typo must not make it
-/// unbounded.
-pub const MAX_RECIPIENTS_LIMIT: usize = 100_000;
-/// The smallest message size limit the settings may ask for: below this,
-/// ordinary mail (a few paragraphs and trace headers) would bounce.
-pub const MIN_MESSAGE_SIZE_LIMIT: u64 = 64 * 1024;
-/// The hard cap of the message size limit, whatever the settings say:
-/// messages are spooled to disk, but every copy and check of a message
-/// reads it whole, and past this that is no longer mail.
-pub const MESSAGE_SIZE_HARD_CAP: u64 = 1 << 30;
-
-/// Cluster-wide limits in `[limits]` of `cluster.toml`. Each limit that is
-/// set replaces the node's own (`NodeConfig` limits) on every node.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct ClusterLimits {
-    /// Largest message accepted, in bytes (advertised with SIZE, RFC 1870).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_message_size: Option<u64>,
-    /// Recipients per message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_recipients: Option<usize>,
-}
-
-impl ClusterLimits {
-    /// Whether no limit is set (the nodes' own limits apply).
-    pub fn is_empty(&self) -> bool {
-        self.max_message_size.is_none() && self.max_recipients.is_none()
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(n) = self.max_recipients {
-            if n < MIN_RECIPIENTS_LIMIT {
-                return Err(format!("limits.max_recipients must be at least {MIN_RECIPIENTS_LIMIT} (RFC 5321 4.5.3.1.8), not {n}"));
-            }
-            if n > MAX_RECIPIENTS_LIMIT {
-                return Err(format!("limits.max_recipients must be at most {MAX_RECIPIENTS_LIMIT}, not {n}"));
-            }
-        }
-        if let Some(n) = self.max_message_size {
-            if !(MIN_MESSAGE_SIZE_LIMIT..=MESSAGE_SIZE_HARD_CAP).contains(&n) {
-                return Err(format!("limits.max_message_size must be {MIN_MESSAGE_SIZE_LIMIT} to {MESSAGE_SIZE_HARD_CAP} bytes, not {n}"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Where the announcer keeps the cluster's DNS records (RFC 2136 UPDATE,
-/// signed with TSIG, RFC 8945).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DnsSettings {
-    /// The zone's primary server, IP:PORT.
-    pub server: String,
-    /// The zone the records live in, e.g. "example.test".
-    pub zone: String,
-    /// The name clients use (A/AAAA = the live nodes); default: `hostname`.
-    #[serde(default)]
-    pub client_host: Option<String>,
-    /// TTL of the records, seconds.
-    #[serde(default = "default_dns_ttl")]
-    pub ttl: u32,
-    /// How often the announcer compares the server's records with the
-    /// live set even when nothing changed (a server restarted with old
-    /// data is corrected within this time), seconds.
-    #[serde(default = "default_recheck")]
-    pub recheck_secs: u64,
-    pub tsig: TsigSettings,
-}
-
-pub const DEFAULT_DNS_RECHECK_SECS: u64 = 30;
-
-fn default_recheck() -> u64 {
-    DEFAULT_DNS_RECHECK_SECS
-}
-
-/// Low enough that senders and clients follow a failover quickly.
-pub const DEFAULT_DNS_TTL: u32 = 30;
-
-fn default_dns_ttl() -> u32 {
-    DEFAULT_DNS_TTL
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TsigSettings {
-    pub name: String,
-    /// "hmac-sha256" (RFC 8945 6).
-    #[serde(default = "default_tsig_algorithm")]
-    pub algorithm: String,
-    /// The shared secret, base64.
-    pub secret: String,
-}
-
-fn default_tsig_algorithm() -> String {
-    "hmac-sha256".into()
-}
-
-/// The settings file under the store's root.
-const SETTINGS_FILE: &str = "cluster.toml";
-
 /// An open store.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
+    layout: Layout,
     /// The id of the store that was opened; settings read later must
     /// carry the same one.
     store_id: String,
@@ -278,29 +66,31 @@ impl Store {
         if !valid_domain(&hostname) {
             return Err(StoreError::BadDomain(hostname));
         }
-        if root.join("FORMAT").exists() {
+        let layout = Layout::new(root);
+        if layout.format().exists() {
             return Err(StoreError::AlreadyExists(root.to_path_buf()));
         }
         if root.exists() && fs::read_dir(root).map_err(io_err(root))?.next().is_some() {
             return Err(StoreError::NotEmpty(root.to_path_buf()));
         }
-        for d in ["mail", "queue", "spool", "cluster/nodes", "cluster/locks", "tls"] {
+        for d in layout::INIT_DIRS {
             fsutil::create_dir_durable(&root.join(d)).map_err(io_err(root))?;
         }
         let settings = ClusterSettings { store_id: format!("{:032x}", rand::random::<u128>()), domains: vec![domain], hostname, dns: None, limits: ClusterLimits::default(), senders: SenderSettings::default() };
-        let toml = toml::to_string(&settings).map_err(|e| StoreError::Settings { path: root.join("cluster.toml"), reason: e.to_string() })?;
-        fsutil::write_atomic(&root.join("cluster.toml"), toml.as_bytes()).map_err(io_err(root))?;
-        fsutil::write_atomic(&root.join("accounts"), b"").map_err(io_err(root))?;
+        let toml = toml::to_string(&settings).map_err(|e| StoreError::Settings { path: layout.settings(), reason: e.to_string() })?;
+        fsutil::write_atomic(&layout.settings(), toml.as_bytes()).map_err(io_err(root))?;
+        fsutil::write_atomic(&layout.accounts(), b"").map_err(io_err(root))?;
         // FORMAT last: a tree without it is not a store, so a crash during
         // init leaves something `open` refuses rather than half a store.
-        fsutil::write_atomic(&root.join("FORMAT"), format!("{FORMAT_VERSION}\n").as_bytes()).map_err(io_err(root))?;
+        fsutil::write_atomic(&layout.format(), format!("{FORMAT_VERSION}\n").as_bytes()).map_err(io_err(root))?;
         Store::open(root)
     }
 
     /// Opens an existing store, refusing anything that is not one of our
     /// format.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let format_path = root.join("FORMAT");
+        let layout = Layout::new(root);
+        let format_path = layout.format();
         let found = match fs::read_to_string(&format_path) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotAStore(root.to_path_buf())),
@@ -318,8 +108,8 @@ impl Store {
             Err(e) => tracing::warn!(error = %e, "cannot restrict the store's files to their owner"),
         }
         Ok(Store {
-            root: root.to_path_buf(),
-            accounts: Accounts::new(root.join("accounts")),
+            accounts: Accounts::new(layout.accounts()),
+            layout,
             store_id: settings.store_id.clone(),
             settings: RwLock::new(Arc::new(settings)),
             settings_stamp: Mutex::new(Some(stamp)),
@@ -330,7 +120,7 @@ impl Store {
     /// Reads `cluster.toml` again (it may have been edited since `open`),
     /// without changing the settings this store hands out.
     pub fn reload_settings(&self) -> Result<ClusterSettings, StoreError> {
-        Self::read_settings(&self.root)
+        Self::read_settings(self.layout.root())
     }
 
     /// Follows changes of `cluster.toml`: when the file is not the one the
@@ -346,7 +136,7 @@ impl Store {
     /// seconds.
     pub fn refresh_settings(&self) -> Result<bool, StoreError> {
         let mut stamp = self.settings_stamp.lock().unwrap_or_else(|e| e.into_inner());
-        let path = self.root.join(SETTINGS_FILE);
+        let path = self.layout.settings();
         let mut file = fs::File::open(&path).map_err(io_err(&path))?;
         let now = fsutil::FileStamp::of(&file.metadata().map_err(io_err(&path))?);
         if *stamp == Some(now) {
@@ -370,7 +160,7 @@ impl Store {
     /// makes (a file every node would refuse is never written), and makes
     /// it this store's settings. The store id cannot change.
     pub fn write_settings(&self, settings: &ClusterSettings) -> Result<(), StoreError> {
-        let path = self.root.join(SETTINGS_FILE);
+        let path = self.layout.settings();
         Self::check_settings(&path, settings)?;
         if !valid_domain(&settings.hostname) {
             return Err(StoreError::BadDomain(settings.hostname.clone()));
@@ -391,7 +181,7 @@ impl Store {
     }
 
     fn read_settings_stamped(root: &Path) -> Result<(ClusterSettings, fsutil::FileStamp), StoreError> {
-        let path = root.join(SETTINGS_FILE);
+        let path = Layout::new(root).settings();
         let mut file = fs::File::open(&path).map_err(io_err(&path))?;
         // The stamp before the content: a change while reading shows as a
         // new stamp at the next refresh.
@@ -412,8 +202,8 @@ impl Store {
         if s.domains.is_empty() || !s.domains.iter().all(|d| valid_domain(d)) {
             return Err(bad("domains must be a non-empty list of domain names".into()));
         }
-        s.limits.validate().map_err(bad)?;
-        s.senders.validate().map_err(bad)
+        s.limits.validate().map_err(|e| bad(e.to_string()))?;
+        s.senders.validate().map_err(|e| bad(e.to_string()))
     }
 
     pub fn on_nfs(&self) -> bool {
@@ -421,7 +211,12 @@ impl Store {
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        self.layout.root()
+    }
+
+    /// Where everything is in this store.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
     }
 
     /// The cluster settings as last read (at `open`, or by the latest
@@ -442,30 +237,30 @@ impl Store {
 
     /// The Maildir of `addr`.
     pub fn maildir_path(&self, addr: &Address) -> PathBuf {
-        self.root.join("mail").join(addr.domain()).join(addr.local())
+        self.layout.maildir(addr)
     }
 
     pub fn queue_dir(&self) -> PathBuf {
-        self.root.join("queue")
+        self.layout.queue_dir()
     }
 
     pub fn locks_dir(&self) -> PathBuf {
-        self.root.join("cluster").join("locks")
+        self.layout.locks_dir()
     }
 
     pub fn tls_dir(&self) -> PathBuf {
-        self.root.join("tls")
+        self.layout.tls_dir()
     }
 
     /// A node's private spool directory for messages being received.
     pub fn spool_dir(&self, node: &str) -> PathBuf {
-        self.root.join("spool").join(node)
+        self.layout.spool_dir(node)
     }
 
     /// The store's clock: touches a file of this node's and reads back the
     /// mtime the store gave it. Every node that asks gets the same clock.
     pub fn now(&self, node: &str) -> Result<SystemTime, StoreError> {
-        let p = self.root.join("cluster").join("nodes").join(format!(".clock.{node}"));
+        let p = self.layout.clock_file(node);
         fsutil::touch_server_time(&p).map_err(io_err(&p))
     }
 
@@ -473,10 +268,10 @@ impl Store {
     /// store (by its id) that was opened, so that an empty mountpoint or
     /// another store mounted in its place is never taken for it.
     pub fn probe(&self) -> Result<(), StoreError> {
-        let f = self.root.join("FORMAT");
+        let f = self.layout.format();
         let s = fs::read_to_string(&f).map_err(io_err(&f))?;
         if s.trim() != FORMAT_VERSION {
-            return Err(StoreError::UnknownFormat { path: self.root.clone(), found: s.trim().to_string() });
+            return Err(StoreError::UnknownFormat { path: self.layout.root().to_path_buf(), found: s.trim().to_string() });
         }
         // Only the id is checked here: settings edited into something
         // unusable are refused by `refresh_settings` (the settings in force
@@ -485,7 +280,7 @@ impl Store {
         struct Id {
             store_id: String,
         }
-        let path = self.root.join(SETTINGS_FILE);
+        let path = self.layout.settings();
         let text = fs::read_to_string(&path).map_err(io_err(&path))?;
         match toml::from_str::<Id>(&text) {
             Ok(now) if now.store_id != self.store_id => Err(StoreError::Settings { path, reason: format!("store id changed from {} to {}: not the store this node opened", self.store_id, now.store_id) }),
@@ -497,6 +292,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::*;
 
     #[test]
     fn outside_sender_networks() {

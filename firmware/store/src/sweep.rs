@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::fsutil;
+use crate::layout;
 use crate::lock::BROKEN_PREFIX;
 use crate::store::{io_err, Store, StoreError};
 
@@ -59,7 +60,7 @@ impl SweepReport {
 
 /// The directories that hold atomically written files (Maildirs do not:
 /// mail is linked, never rewritten, and they are not walked).
-const TEMP_DIRS: &[&str] = &["", "tls", "dkim", "cluster", "cluster/nodes", "cluster/locks", "queue", "stats"];
+const TEMP_DIRS: &[&str] = &["", layout::TLS, layout::DKIM, layout::CLUSTER, layout::NODES, layout::LOCKS, layout::QUEUE, layout::STATS];
 
 /// The owning node of a message name `<secs>.<micros>_<counter>.<node>`.
 fn owner_of(name: &str) -> Option<&str> {
@@ -111,7 +112,7 @@ impl Store {
             let dir = if d.is_empty() { self.root().to_path_buf() } else { self.root().join(d) };
             self.sweep_temp_files(&dir, node, now, &mut report)?;
             // dkim/<domain>/ holds the keys, written the same way.
-            if *d == "dkim" {
+            if *d == layout::DKIM {
                 for (_, sub) in entries(&dir)? {
                     if sub.is_dir() {
                         self.sweep_temp_files(&sub, node, now, &mut report)?;
@@ -128,7 +129,7 @@ impl Store {
                 report.broken_leases += 1;
             }
         }
-        for (name, dir) in entries(&self.root().join("spool"))? {
+        for (name, dir) in entries(&self.layout().spool_root())? {
             if name == node || !dir.is_dir() {
                 continue;
             }
@@ -191,7 +192,7 @@ impl Store {
     fn sweep_temp_files(&self, dir: &Path, node: &str, now: SystemTime, report: &mut SweepReport) -> Result<(), StoreError> {
         let any_dot = dir == self.tls_dir();
         let in_queue = dir == self.queue_dir();
-        let per_node = dir == self.root().join("cluster/nodes") || dir == self.root().join(crate::stats::STATS_DIR);
+        let per_node = dir == self.layout().nodes_dir() || dir == self.layout().stats_dir();
         for (name, path) in entries(dir)? {
             if !name.starts_with('.') || !(any_dot || name.contains(fsutil::TEMP_MARK)) {
                 continue;
@@ -227,10 +228,10 @@ impl Store {
         for (_, p) in entries(root)? {
             fix(&p)?;
         }
-        for d in ["tls", "dkim", "cluster"] {
+        for d in [layout::TLS, layout::DKIM, layout::CLUSTER] {
             for (_, p) in entries(&root.join(d))? {
                 fix(&p)?;
-                if d == "dkim" && p.is_dir() {
+                if d == layout::DKIM && p.is_dir() {
                     for (_, k) in entries(&p)? {
                         fix(&k)?;
                     }

@@ -30,8 +30,6 @@ pub const MAX_PASSWORD_INPUT: usize = store::accounts::MAX_PASSWORD;
 const MAX_KEY: usize = 64;
 /// Longest service name taken from a form.
 const MAX_SERVICE: usize = 64;
-/// Node settings whose current value is not put into the edit field.
-const SECRET_CLUSTER_KEYS: &[&str] = &["dns", "dns.tsig.secret"];
 /// The value of a ticked confirmation box.
 const CONFIRMED: &str = "yes";
 
@@ -182,8 +180,8 @@ fn with_status(mut r: Response, s: StatusCode) -> Response {
     r
 }
 
-fn unavailable(what: &str, err: &str) -> String {
-    format!("<div class=\"error box\" id=\"store-unavailable\"><strong>store not available</strong>: cannot read {}: {}</div>\n", e(what), e(err))
+fn unavailable(what: &str, err: &dyn std::fmt::Display) -> String {
+    format!("<div class=\"error box\" id=\"store-unavailable\"><strong>store not available</strong>: cannot read {}: {}</div>\n", e(what), e(&err.to_string()))
 }
 
 // ---------------------------------------------------------------------------
@@ -384,7 +382,7 @@ async fn dashboard(State(app): AppState, headers: HeaderMap, Query(q): Query<Das
             }
             b.push_str("</table></section>\n");
         }
-        Err(err) => b.push_str(&unavailable("the store's state", err)),
+        Err(err) => b.push_str(&unavailable("the store's state", &err)),
     }
     b.push_str("</div>\n");
     if !node.services.is_empty() {
@@ -460,7 +458,7 @@ async fn dashboard(State(app): AppState, headers: HeaderMap, Query(q): Query<Das
             b.push_str(&html::chart(&inbound, &outbound));
         }
         Err(err) => {
-            let _ = writeln!(b, "<p class=\"error\" id=\"chart\">cannot read the message counts: {}</p>", e(err));
+            let _ = writeln!(b, "<p class=\"error\" id=\"chart\">cannot read the message counts: {}</p>", e(&err.to_string()));
         }
     }
     b.push_str("</section>\n");
@@ -697,8 +695,13 @@ struct AdminPasswdForm {
 fn settings_table(b: &mut String, csrf: &str, which: &str, settings: &[Setting]) {
     let _ = writeln!(b, "<table id=\"{which}-settings\"><tr><th>setting</th><th>value</th><th>change</th><th>what it is</th></tr>");
     for s in settings {
-        let secret = which == "cluster" && SECRET_CLUSTER_KEYS.contains(&s.key.as_str());
-        let (kind, prefill) = if secret { ("password", String::new()) } else { ("text", s.value.clone()) };
+        // A cluster setting's declaration says how to ask for it: a secret's
+        // value is never put into the edit field.
+        let declared = if which == "cluster" { crate::cluster_keys::key(&s.key).map(|k| k.kind) } else { None };
+        let (kind, prefill) = match declared {
+            Some(k) if k.is_secret() => ("password", String::new()),
+            _ => ("text", s.value.clone()),
+        };
         let _ = writeln!(
             b,
             "<tr id=\"{which}-{}\"><td class=\"key\">{}</td><td class=\"value\">{}</td><td><form class=\"inline\" id=\"{which}-set-{}\" method=\"post\" action=\"/settings/{which}\">{}<input type=\"hidden\" name=\"key\" value=\"{}\"><input type=\"{kind}\" name=\"value\" value=\"{}\" autocomplete=\"off\"><button type=\"submit\">Save</button></form></td><td class=\"help\">{}</td></tr>",
@@ -773,7 +776,7 @@ async fn cluster_set(State(app): AppState, headers: HeaderMap, Form(f): Form<Set
         Err(r) => return *r,
     };
     let msg = match key_value(&f.key, &f.value) {
-        Ok((k, _)) if !crate::cluster_keys::KEYS.iter().any(|(x, _)| *x == k) => Msg::err(format!("error: unknown cluster setting '{k}'; nothing changed")),
+        Ok((k, _)) if !crate::cluster_keys::is_key(&k) => Msg::err(format!("error: unknown cluster setting '{k}'; nothing changed")),
         Ok((k, v)) => run(&app, Command::ClusterSet(k, v), None, None).await,
         Err(m) => m,
     };

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::data::DotStuffer;
+use proto::line::{find_line, LineStatus};
+use proto::reply::{ReplyError, ReplyReader, MAX_REPLY_LINE};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -17,13 +19,47 @@ use tokio::net::TcpStream;
 use super::mx::Target;
 use crate::conn::Stream;
 
-/// RFC 5321 4.5.3.1.5: a reply line is at most 512 octets; we allow more
-/// from lenient servers, but never an unbounded amount.
-const MAX_REPLY_LINE: usize = 4096;
-/// Lines of one multi-line reply at most.
-const MAX_REPLY_LINES: usize = 128;
 /// Bytes of message data written at once.
 const DATA_CHUNK: usize = 64 * 1024;
+/// Bytes read from the server at once.
+const READ_CHUNK: usize = 4096;
+
+/// What went wrong talking to a server (the text goes into the queue
+/// entry's last error and into bounces).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("timed out waiting for a reply")]
+    ReplyTimeout,
+    #[error("timed out writing")]
+    WriteTimeout,
+    #[error("read failed: {0}")]
+    Read(std::io::Error),
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    #[error("the server closed the connection")]
+    Closed,
+    #[error("reply line too long")]
+    LineTooLong,
+    #[error("malformed reply line {0:?}")]
+    Malformed(String),
+    #[error("reply has too many lines")]
+    TooManyLines,
+    #[error("HELO refused: {0}")]
+    HeloRefused(String),
+}
+
+/// Why the TLS client settings cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the CA file {}: {source}", path.display())]
+    ReadCa { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the CA file {} is not valid PEM: {source}", path.display())]
+    Pem { path: std::path::PathBuf, source: std::io::Error },
+    #[error("a certificate of the CA file {} cannot be a trust anchor: {source}", path.display())]
+    Anchor { path: std::path::PathBuf, source: rustls::Error },
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
@@ -83,55 +119,52 @@ struct Session {
 }
 
 impl Session {
-    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, String> {
-        tokio::time::timeout(timeout, self.read_reply_inner()).await.map_err(|_| "timed out waiting for a reply".to_string())?
+    async fn read_reply(&mut self, timeout: Duration) -> Result<Reply, SessionError> {
+        tokio::time::timeout(timeout, self.read_reply_inner()).await.map_err(|_| SessionError::ReplyTimeout)?
     }
 
-    async fn read_reply_inner(&mut self) -> Result<Reply, String> {
+    /// One reply, parsed by [`proto::reply`] (RFC 5321 4.2).
+    async fn read_reply_inner(&mut self) -> Result<Reply, SessionError> {
+        let mut reader = ReplyReader::default();
         let mut lines = Vec::new();
         loop {
-            let line = loop {
-                if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
-                    let mut l: Vec<u8> = self.buf.drain(..=p).collect();
-                    l.pop();
-                    if l.last() == Some(&b'\r') {
-                        l.pop();
-                    }
-                    break l;
+            let (content, total) = loop {
+                match find_line(&self.buf, MAX_REPLY_LINE) {
+                    LineStatus::Complete { content, total } => break (content, total),
+                    LineStatus::TooLong => return Err(SessionError::LineTooLong),
+                    LineStatus::Incomplete => {}
                 }
-                if self.buf.len() > MAX_REPLY_LINE {
-                    return Err("reply line too long".into());
-                }
-                let mut chunk = [0u8; 4096];
-                let n = self.stream.read(&mut chunk).await.map_err(|e| format!("read failed: {e}"))?;
+                let mut chunk = [0u8; READ_CHUNK];
+                let n = self.stream.read(&mut chunk).await.map_err(SessionError::Read)?;
                 if n == 0 {
-                    return Err("the server closed the connection".into());
+                    return Err(SessionError::Closed);
                 }
                 self.buf.extend_from_slice(&chunk[..n]);
             };
-            let text = String::from_utf8_lossy(&line).to_string();
-            // RFC 5321 4.2: "ddd-text" continues, "ddd text" (or "ddd") ends.
-            let code: u16 = text.get(..3).and_then(|c| c.parse().ok()).filter(|c| (200..600).contains(c)).ok_or_else(|| format!("malformed reply line {text:?}"))?;
-            let more = text.as_bytes().get(3) == Some(&b'-');
-            lines.push(text.get(4..).unwrap_or("").to_string());
-            if !more {
+            let line = &self.buf[..content];
+            let parsed = match reader.push(line) {
+                Ok(l) => l,
+                Err(ReplyError::Malformed) => return Err(SessionError::Malformed(String::from_utf8_lossy(line).into_owned())),
+                Err(ReplyError::TooManyLines) => return Err(SessionError::TooManyLines),
+            };
+            let (code, last) = (parsed.code, parsed.last);
+            lines.push(String::from_utf8_lossy(parsed.text).into_owned());
+            self.buf.drain(..total);
+            if last {
                 return Ok(Reply { code, lines });
-            }
-            if lines.len() > MAX_REPLY_LINES {
-                return Err("reply has too many lines".into());
             }
         }
     }
 
-    async fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), String> {
+    async fn send(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), SessionError> {
         let w = async {
             self.stream.write_all(bytes).await?;
             self.stream.flush().await
         };
-        tokio::time::timeout(timeout, w).await.map_err(|_| "timed out writing".to_string())?.map_err(|e| format!("write failed: {e}"))
+        tokio::time::timeout(timeout, w).await.map_err(|_| SessionError::WriteTimeout)?.map_err(SessionError::Write)
     }
 
-    async fn command(&mut self, cmd: &str, timeout: Duration) -> Result<Reply, String> {
+    async fn command(&mut self, cmd: &str, timeout: Duration) -> Result<Reply, SessionError> {
         self.send(format!("{cmd}\r\n").as_bytes(), timeout).await?;
         self.read_reply(timeout).await
     }
@@ -189,11 +222,11 @@ async fn attempt(s: &ClientSettings, host: &str, addr: SocketAddr, from: &str, r
     match sess.read_reply(ct).await {
         Ok(r) if r.code == 220 => {}
         Ok(r) => return Attempt::NextHost(format!("greeting {}", r.text())),
-        Err(e) => return Attempt::NextHost(e),
+        Err(e) => return Attempt::NextHost(e.to_string()),
     }
     let mut ext = match ehlo(&mut sess, &s.helo, ct).await {
         Ok(e) => e,
-        Err(e) => return Attempt::NextHost(e),
+        Err(e) => return Attempt::NextHost(e.to_string()),
     };
     if allow_starttls && ext.iter().any(|e| e == "STARTTLS") {
         match sess.command("STARTTLS", ct).await {
@@ -214,7 +247,7 @@ async fn attempt(s: &ClientSettings, host: &str, addr: SocketAddr, from: &str, r
                 }
                 ext = match ehlo(&mut sess, &s.helo, ct).await {
                     Ok(e) => e,
-                    Err(e) => return Attempt::NextHost(e),
+                    Err(e) => return Attempt::NextHost(e.to_string()),
                 };
             }
             Ok(r) => {
@@ -222,7 +255,7 @@ async fn attempt(s: &ClientSettings, host: &str, addr: SocketAddr, from: &str, r
                     return Attempt::TlsFailed(format!("STARTTLS refused: {}", r.text()));
                 }
             }
-            Err(e) => return Attempt::NextHost(e),
+            Err(e) => return Attempt::NextHost(e.to_string()),
         }
     }
     if require_tls && !sess.tls {
@@ -318,7 +351,7 @@ async fn attempt(s: &ClientSettings, host: &str, addr: SocketAddr, from: &str, r
     )
 }
 
-async fn ehlo(sess: &mut Session, helo: &str, ct: Duration) -> Result<Vec<String>, String> {
+async fn ehlo(sess: &mut Session, helo: &str, ct: Duration) -> Result<Vec<String>, SessionError> {
     let r = sess.command(&format!("EHLO {helo}"), ct).await?;
     if r.code == 250 {
         return Ok(r.lines.iter().skip(1).map(|l| l.trim().to_ascii_uppercase()).collect());
@@ -328,11 +361,11 @@ async fn ehlo(sess: &mut Session, helo: &str, ct: Duration) -> Result<Vec<String
     if r.code == 250 {
         Ok(Vec::new())
     } else {
-        Err(format!("HELO refused: {}", r.text()))
+        Err(SessionError::HeloRefused(r.text()))
     }
 }
 
-async fn send_data(sess: &mut Session, message: &[u8], s: &ClientSettings) -> Result<Reply, String> {
+async fn send_data(sess: &mut Session, message: &[u8], s: &ClientSettings) -> Result<Reply, SessionError> {
     let r = sess.command("DATA", s.command_timeout).await?;
     if r.code != 354 {
         return Ok(r);
@@ -387,14 +420,14 @@ impl ServerCertVerifier for AnyCertificate {
 /// webpki-roots crate ships them, compiled in (a box has no system trust
 /// store, and the daemon reads none), and the certificates of `extra_ca`
 /// (a private CA, or a test's self-signed certificate).
-pub fn verified_roots(extra_ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, String> {
+pub fn verified_roots(extra_ca: Option<&std::path::Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+        let pem = std::fs::read(path).map_err(|source| TlsSetupError::ReadCa { path: path.to_path_buf(), source })?;
         for c in rustls_pemfile::certs(&mut &pem[..]) {
-            let c = c.map_err(|e| format!("the CA file {} is not valid PEM: {e}", path.display()))?;
-            roots.add(c).map_err(|e| format!("a certificate of the CA file {} cannot be a trust anchor: {e}", path.display()))?;
+            let c = c.map_err(|source| TlsSetupError::Pem { path: path.to_path_buf(), source })?;
+            roots.add(c).map_err(|source| TlsSetupError::Anchor { path: path.to_path_buf(), source })?;
         }
     }
     Ok(roots)
@@ -402,16 +435,15 @@ pub fn verified_roots(extra_ca: Option<&std::path::Path>) -> Result<rustls::Root
 
 /// TLS client settings: (opportunistic, verified). The verified settings
 /// trust [`verified_roots`].
-pub fn tls_configs(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), String> {
+pub fn tls_configs(extra_ca: Option<&std::path::Path>) -> Result<(Arc<rustls::ClientConfig>, Arc<rustls::ClientConfig>), TlsSetupError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let any = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider.clone())))
         .with_no_client_auth();
     let roots = verified_roots(extra_ca)?;
-    let verified = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().map_err(|e| e.to_string())?.with_root_certificates(roots).with_no_client_auth();
+    let verified = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions()?.with_root_certificates(roots).with_no_client_auth();
     Ok((Arc::new(any), Arc::new(verified)))
 }
 
@@ -426,7 +458,9 @@ mod tests {
         assert!(roots.len() > 100, "{} roots", roots.len());
         assert!(tls_configs(None).is_ok());
         let missing = std::path::Path::new("no/such/ca.pem");
-        assert!(verified_roots(Some(missing)).unwrap_err().contains("no/such/ca.pem"));
+        let e = verified_roots(Some(missing)).unwrap_err();
+        assert!(matches!(&e, TlsSetupError::ReadCa { path, .. } if path == missing), "{e:?}");
+        assert!(e.to_string().contains("no/such/ca.pem"));
     }
 
     /// A CA and a server certificate for `mx.example.test` issued by it:

@@ -316,7 +316,7 @@ impl Runner {
 
     /// Sends a notification to `sender`: into the mailbox if the sender is
     /// a local user, else through the queue from `<>`.
-    async fn notify(&self, sender: &str, report: Vec<u8>) -> Result<(), String> {
+    async fn notify(&self, sender: &str, report: Vec<u8>) -> Result<(), NotifyError> {
         let shared = self.shared.clone();
         let sender = sender.to_string();
         store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || {
@@ -326,24 +326,38 @@ impl Runner {
             let local = Address::parse(sender).ok().filter(|a| store.is_local_domain(a.domain()));
             match local {
                 Some(addr) => {
-                    if !store.accounts().exists(&addr).map_err(|e| e.to_string())? {
-                        return Err(format!("{addr} no longer exists"));
+                    if !store.accounts().exists(&addr)? {
+                        return Err(NotifyError::Gone(addr));
                     }
-                    let mut spool = store.spool(node).map_err(|e| e.to_string())?;
+                    let mut spool = store.spool(node)?;
                     let trace = format!("Return-Path: <>\r\nReceived: by {} (mailfort) id {}; {}\r\n", shared.hostname(), spool.name(), crate::date::rfc5322(SystemTime::now()));
-                    spool.write_all(trace.as_bytes()).map_err(|e| e.to_string())?;
-                    spool.write_all(&report).map_err(|e| e.to_string())?;
-                    spool.commit(store, &[addr], None).map_err(|e| e.to_string())
+                    spool.write_all(trace.as_bytes()).map_err(NotifyError::Spool)?;
+                    spool.write_all(&report).map_err(NotifyError::Spool)?;
+                    Ok(spool.commit(store, &[addr], None)?)
                 }
                 None => {
                     let env = Envelope { from: String::new(), rcpts: vec![sender.to_string()], created: unix_now(), node: node.clone(), ..Default::default() };
-                    store.enqueue(node, &report, &env).map(|_| ()).map_err(|e| e.to_string())
+                    Ok(store.enqueue(node, &report, &env).map(|_| ())?)
                 }
             }
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     }
+}
+
+/// Why a notification to a sender could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("{0} no longer exists")]
+    Gone(Address),
+    #[error(transparent)]
+    Account(#[from] store::AccountError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot write the spool file: {0}")]
+    Spool(std::io::Error),
+    #[error(transparent)]
+    Unanswered(#[from] store::blocking::Unanswered),
 }
 
 #[cfg(test)]

@@ -23,6 +23,13 @@ pub enum Unroutable {
     Temporary(String),
 }
 
+/// Why no resolver could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("cannot read the system's resolver configuration: {0}")]
+    SystemConfig(String),
+}
+
 #[derive(Clone)]
 pub struct MxResolver {
     resolver: TokioResolver,
@@ -31,13 +38,13 @@ pub struct MxResolver {
 impl MxResolver {
     /// A resolver that asks `server` (tests, or a configured resolver), or
     /// the system's resolvers from /etc/resolv.conf.
-    pub fn new(server: Option<SocketAddr>) -> Result<MxResolver, String> {
+    pub fn new(server: Option<SocketAddr>) -> Result<MxResolver, ResolverError> {
         let resolver = match server {
             Some(s) => {
                 let group = NameServerConfigGroup::from_ips_clear(&[s.ip()], s.port(), true);
                 TokioResolver::builder_with_config(ResolverConfig::from_parts(None, vec![], group), TokioConnectionProvider::default()).build()
             }
-            None => TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system's resolver configuration: {e}"))?.build(),
+            None => TokioResolver::builder_tokio().map_err(|e| ResolverError::SystemConfig(e.to_string()))?.build(),
         };
         Ok(MxResolver { resolver })
     }
