@@ -261,3 +261,53 @@ impl Host for BoxHost {
         self.request_power(action).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn host(config: Option<Arc<Mutex<ConfigDisk>>>) -> (BoxHost, mpsc::Receiver<Event>) {
+        let state = Arc::new(Mutex::new(BoxState {
+            role: Role::Mail,
+            node: "mail1".into(),
+            address: "192.0.2.11".into(),
+            boot: Instant::now(),
+            store_state: "waiting for the storage box".into(),
+            store_path: None,
+            services: Vec::new(),
+            storage: None,
+            problems: Vec::new(),
+            settings: NodeSettings::default(),
+            booted_with: NodeSettings::default(),
+        }));
+        let (tx, rx) = mpsc::channel();
+        (BoxHost { state, config, store: StoreAccess::new(std::path::Path::new("/nonexistent")), events: Mutex::new(tx) }, rx)
+    }
+
+    #[test]
+    fn changes_fail_with_what_stopped_them() {
+        let (h, rx) = host(None);
+        assert!(matches!(h.store_ready(), Err(HostError::NoStore(s)) if s == "waiting for the storage box"));
+        assert!(matches!(h.change_setting("rank", "0"), Err(HostError::Setting(SettingError::Invalid { .. }))));
+        assert!(matches!(h.change_setting("rank", "2"), Err(HostError::NoConfigPartition)));
+        assert!(matches!(h.request_restart("serve"), Err(HostError::NoService { name, known }) if name == "serve" && known == "none yet"));
+        assert!(matches!(h.request_power(Action::Reboot), Ok(())));
+        assert!(matches!(rx.try_recv(), Ok(Event::Power(PowerRequest::Reboot, _))));
+        drop(rx);
+        assert!(matches!(h.request_power(Action::Poweroff), Err(HostError::NotListening)));
+    }
+
+    #[test]
+    fn a_setting_is_saved_on_the_config_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("config");
+        std::fs::File::create(&dev).unwrap().set_len(1024 * 1024).unwrap();
+        let disk = Arc::new(Mutex::new(ConfigDisk::open(&dev).unwrap()));
+        let (h, _rx) = host(Some(disk.clone()));
+        h.change_setting("rank", "2").unwrap();
+        let saved = NodeSettings::from_bytes(&disk.lock().unwrap().load().unwrap().unwrap()).unwrap();
+        assert_eq!(saved.rank, Some(2));
+        assert_eq!(h.settings().unwrap().rank, Some(2));
+    }
+}
