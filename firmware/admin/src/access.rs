@@ -417,18 +417,9 @@ pub fn write_admin_hash(root: &Path, hash: &str) -> Result<(), AccessError> {
 
 /// Free and total bytes of the filesystem holding `p`.
 pub fn free_space(p: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs is plain data that the call fills; c is a valid
-    // NUL-terminated path.
-    unsafe {
-        let mut v: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(c.as_ptr(), &mut v) != 0 {
-            return None;
-        }
-        let frag = v.f_frsize as u64;
-        Some((v.f_bavail as u64 * frag, v.f_blocks as u64 * frag))
-    }
+    let v = nix::sys::statvfs::statvfs(p).ok()?;
+    let frag = v.fragment_size() as u64;
+    Some((v.blocks_available() as u64 * frag, v.blocks() as u64 * frag))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! in the node's TOML config file, the log of this process.
 
 use std::io::{self, IsTerminal};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -249,7 +250,7 @@ pub fn run_console(store: &Path, config: Option<PathBuf>) -> io::Result<()> {
     let stdin = io::stdin();
     let mut input = stdin.lock();
     let mut output = io::stdout();
-    let echo_fd = io::stdin().is_terminal().then_some(0);
+    let echo_fd = stdin.is_terminal().then(|| stdin.as_fd());
     let mut term = Terminal { input: &mut input, output: &mut output, echo_fd, idle_logout: None };
     term.say(&format!("mailfort console on the store {}", store.display()))?;
     shell::shell(&host, &mut term, "mailfort> ")?;

@@ -5,7 +5,10 @@
 //! and through any terminal, and can be driven by a script.
 
 use std::io::{self, BufRead, Write};
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::commands::{self, Action, Command, Host, HostError};
 use crate::password::{check_new_password, check_password, hash_password, NewPasswordError};
@@ -27,7 +30,7 @@ pub const MAX_PASTED_LINES: usize = 1000;
 pub struct Terminal<'a> {
     pub input: &'a mut dyn BufRead,
     pub output: &'a mut dyn Write,
-    pub echo_fd: Option<libc::c_int>,
+    pub echo_fd: Option<BorrowedFd<'a>>,
     /// On the box's serial line: end the session after this long without
     /// input, so a console left logged in does not stay open.
     pub idle_logout: Option<Duration>,
@@ -78,10 +81,8 @@ impl Terminal<'_> {
             // A terminal in canonical mode hands over one line per read,
             // so nothing is left buffered between lines: poll the
             // descriptor itself.
-            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            let ms = libc::c_int::try_from(idle.as_millis()).unwrap_or(libc::c_int::MAX);
-            // SAFETY: one valid pollfd for the duration of the call.
-            if unsafe { libc::poll(&mut p, 1, ms) } == 0 {
+            let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
+            if poll(&mut p, PollTimeout::try_from(idle).unwrap_or(PollTimeout::MAX)) == Ok(0) {
                 self.say("\nidle for too long: logged out")?;
                 return Ok(None);
             }
@@ -368,13 +369,10 @@ mod tests {
 
     #[test]
     fn an_idle_terminal_session_ends() {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        let (mut m, mut sl) = (0, 0);
-        // SAFETY: openpty fills two new descriptors; the rest may be null.
-        assert_eq!(unsafe { libc::openpty(&mut m, &mut sl, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) }, 0);
-        // SAFETY: both are ours from here on.
-        let (_master, slave) = unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(sl)) };
-        let fd = slave.as_raw_fd();
+        use std::os::fd::AsFd;
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave = std::fs::File::from(pty.slave);
+        let fd = slave.as_fd();
         let mut out = Vec::new();
         let mut input = io::BufReader::new(slave.try_clone().unwrap());
         let mut term = Terminal { input: &mut input, output: &mut out, echo_fd: Some(fd), idle_logout: Some(Duration::from_millis(200)) };

@@ -1,36 +1,52 @@
 //! Terminal settings the console needs.
 
+use std::os::fd::BorrowedFd;
+
+use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
+
 /// Turns terminal echo off on `fd` while alive (for password prompts);
 /// does nothing when `fd` is not a terminal.
-pub struct EchoOff {
-    fd: libc::c_int,
-    saved: Option<libc::termios>,
+pub struct EchoOff<'a> {
+    fd: BorrowedFd<'a>,
+    saved: Option<Termios>,
 }
 
-impl EchoOff {
-    pub fn new(fd: libc::c_int) -> EchoOff {
-        // SAFETY: termios is plain data that tcgetattr fills.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut t) != 0 {
-                return EchoOff { fd, saved: None };
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            t.c_lflag |= libc::ECHONL;
-            libc::tcsetattr(fd, libc::TCSANOW, &t);
-            EchoOff { fd, saved: Some(saved) }
+impl<'a> EchoOff<'a> {
+    pub fn new(fd: BorrowedFd<'a>) -> EchoOff<'a> {
+        let Ok(saved) = termios::tcgetattr(fd) else { return EchoOff { fd, saved: None } };
+        let mut t = saved.clone();
+        t.local_flags &= !LocalFlags::ECHO;
+        t.local_flags |= LocalFlags::ECHONL;
+        let _ = termios::tcsetattr(fd, SetArg::TCSANOW, &t);
+        EchoOff { fd, saved: Some(saved) }
+    }
+}
+
+impl Drop for EchoOff<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            let _ = termios::tcsetattr(self.fd, SetArg::TCSANOW, t);
         }
     }
 }
 
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        if let Some(t) = self.saved {
-            // SAFETY: restores what new() read.
-            unsafe {
-                libc::tcsetattr(self.fd, libc::TCSANOW, &t);
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn echo_is_off_while_alive_and_back_after() {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let echo = |fd| termios::tcgetattr(fd).unwrap().local_flags.contains(LocalFlags::ECHO);
+        assert!(echo(pty.slave.as_fd()));
+        {
+            let _off = EchoOff::new(pty.slave.as_fd());
+            assert!(!echo(pty.slave.as_fd()));
         }
+        assert!(echo(pty.slave.as_fd()));
+        // Not a terminal: nothing to do, nothing to restore.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        assert!(EchoOff::new(null.as_fd()).saved.is_none());
     }
 }

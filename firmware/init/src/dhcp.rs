@@ -9,10 +9,13 @@
 //! Not done: renewing the lease (RFC 2131 4.4.5). Appliances normally get
 //! a static address; with DHCP, give the box a long or reserved lease.
 
+use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
+
+use nix::sys::socket::setsockopt;
+use nix::sys::socket::sockopt::BindToDevice;
 
 use crate::settings::Cidr;
 
@@ -171,12 +174,7 @@ fn socket(iface: &str) -> io::Result<UdpSocket> {
     s.set_broadcast(true)?;
     // SO_BINDTODEVICE (socket(7)): send and receive on this interface only,
     // which is what lets a broadcast leave an interface with no address.
-    let name = iface.as_bytes();
-    // SAFETY: optval points at `name` with its length.
-    let r = unsafe { libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_BINDTODEVICE, name.as_ptr().cast(), name.len() as libc::socklen_t) };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    setsockopt(&s, BindToDevice, &OsString::from(iface))?;
     Ok(s)
 }
 

@@ -16,8 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::kmod::ModuleInitFlags;
 
 /// A dependency chain longer than this is a cycle or a corrupt modules.dep.
 const MAX_DEPTH: usize = 64;
@@ -180,7 +182,7 @@ impl ModuleIndex {
 
 /// finit_module(2) flag: the file is compressed and the kernel should
 /// decompress it (Linux 6.4+ with CONFIG_MODULE_DECOMPRESS).
-const MODULE_INIT_COMPRESSED_FILE: libc::c_int = 4;
+const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
 /// Loads one module file with its parameter string (`nfs4_unique_id=x`).
 /// A module that is already loaded counts as loaded.
@@ -188,18 +190,11 @@ pub fn load(path: &Path, params: &str) -> io::Result<()> {
     let f = File::open(path)?;
     let p = CString::new(params).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let compressed = path.extension().is_some_and(|e| e != "ko");
-    let flags = if compressed { MODULE_INIT_COMPRESSED_FILE } else { 0 };
-    // SAFETY: finit_module(fd, const char *params, int flags); fd is open
-    // and params NUL-terminated for the duration of the call.
-    let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), p.as_ptr(), flags) };
-    if r != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            return Ok(());
-        }
-        return Err(e);
+    let flags = if compressed { ModuleInitFlags::from_bits_retain(MODULE_INIT_COMPRESSED_FILE) } else { ModuleInitFlags::empty() };
+    match nix::kmod::finit_module(&f, &p, flags) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// `modules.load` as the image builder writes it: one module path a line,
@@ -213,7 +208,7 @@ pub fn parse_load_list(text: &str) -> Vec<Step> {
 /// ENODEV (a driver for hardware or a CPU feature that is not there, such
 /// as crc32c-intel) or EEXIST (already there).
 pub fn skippable(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::EEXIST))
+    matches!(e.raw_os_error().map(Errno::from_raw), Some(Errno::ENODEV | Errno::EEXIST))
 }
 
 /// Sets a parameter of a loaded (or built-in) module through
@@ -329,8 +324,8 @@ alias pci:v00001AF4d00001001sv*sd*bc*sc*i* virtio_blk
         assert_eq!(l.len(), 2);
         assert_eq!(l[1].name, "crc32c_intel");
         assert_eq!(l[1].path, "kernel/arch/x86/crypto/crc32c-intel.ko");
-        assert!(skippable(&io::Error::from_raw_os_error(libc::ENODEV)));
-        assert!(!skippable(&io::Error::from_raw_os_error(libc::ENOEXEC)));
+        assert!(skippable(&io::Error::from(Errno::ENODEV)));
+        assert!(!skippable(&io::Error::from(Errno::ENOEXEC)));
     }
 
     #[test]

@@ -8,6 +8,10 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 
 use crate::settings::Cidr;
 
@@ -15,6 +19,7 @@ use crate::settings::Cidr;
 const SIOCADDRT: libc::c_ulong = 0x890B;
 const SIOCGIFFLAGS: libc::c_ulong = 0x8913;
 const SIOCSIFFLAGS: libc::c_ulong = 0x8914;
+const SIOCGIFADDR: libc::c_ulong = 0x8915;
 const SIOCSIFADDR: libc::c_ulong = 0x8916;
 const SIOCSIFNETMASK: libc::c_ulong = 0x891C;
 // include/uapi/linux/route.h
@@ -58,34 +63,18 @@ fn sin(a: Ipv4Addr) -> libc::sockaddr_in {
     libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(a).to_be() }, sin_zero: [0; 8] }
 }
 
-struct Sock(libc::c_int);
+// The ioctls, each tied to the structure it takes (netdevice(7),
+// route(4)); the kernel reads or fills it.
+nix::ioctl_readwrite_bad!(siocgifflags, SIOCGIFFLAGS, IfReq);
+nix::ioctl_write_ptr_bad!(siocsifflags, SIOCSIFFLAGS, IfReq);
+nix::ioctl_write_ptr_bad!(siocsifaddr, SIOCSIFADDR, IfReq);
+nix::ioctl_write_ptr_bad!(siocsifnetmask, SIOCSIFNETMASK, IfReq);
+nix::ioctl_readwrite_bad!(siocgifaddr, SIOCGIFADDR, IfReq);
+nix::ioctl_write_ptr_bad!(siocaddrt, SIOCADDRT, RtEntry);
 
-impl Sock {
-    fn new() -> io::Result<Sock> {
-        // SAFETY: socket(2) with constant arguments.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Sock(fd))
-    }
-
-    fn ioctl<T>(&self, req: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-        // SAFETY: `arg` is the structure `req` expects, alive for the call.
-        let r = unsafe { libc::ioctl(self.0, req, arg as *mut T) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl Drop for Sock {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(self.0) };
-    }
+/// A socket for the interface ioctls, closed when dropped.
+fn sock() -> io::Result<OwnedFd> {
+    Ok(socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?)
 }
 
 fn ifreq(name: &str) -> io::Result<IfReq> {
@@ -99,30 +88,38 @@ fn ifreq(name: &str) -> io::Result<IfReq> {
 
 /// Sets IFF_UP on an interface.
 pub fn link_up(name: &str) -> io::Result<()> {
-    let s = Sock::new()?;
+    let s = sock()?;
     let mut r = ifreq(name)?;
-    s.ioctl(SIOCGIFFLAGS, &mut r)?;
+    // SAFETY: `s` is open and `r` is a struct ifreq naming the interface,
+    // alive across the call, which fills its flags.
+    unsafe { siocgifflags(s.as_raw_fd(), &mut r) }?;
     // SAFETY: SIOCGIFFLAGS filled the flags member.
     let flags = unsafe { r.data.flags };
     r.data.flags = flags | libc::IFF_UP as libc::c_short;
-    s.ioctl(SIOCSIFFLAGS, &mut r)
+    // SAFETY: as above; the kernel reads the name and the flags.
+    unsafe { siocsifflags(s.as_raw_fd(), &r) }?;
+    Ok(())
 }
 
 /// Gives an interface its address and netmask.
 pub fn set_address(name: &str, c: Cidr) -> io::Result<()> {
-    let s = Sock::new()?;
+    let s = sock()?;
     let mut r = ifreq(name)?;
     r.data.addr = sin(c.addr);
-    s.ioctl(SIOCSIFADDR, &mut r)?;
+    // SAFETY: `s` is open and `r` is a struct ifreq with the name and an
+    // AF_INET address, alive across the call.
+    unsafe { siocsifaddr(s.as_raw_fd(), &r) }?;
     let mut r = ifreq(name)?;
     r.data.addr = sin(c.netmask());
-    s.ioctl(SIOCSIFNETMASK, &mut r)
+    // SAFETY: as above, with the netmask.
+    unsafe { siocsifnetmask(s.as_raw_fd(), &r) }?;
+    Ok(())
 }
 
 /// Adds the default route through `gw`. An existing one is kept.
 pub fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {
-    let s = Sock::new()?;
-    let mut rt = RtEntry {
+    let s = sock()?;
+    let rt = RtEntry {
         rt_pad1: 0,
         rt_dst: sin(Ipv4Addr::UNSPECIFIED),
         rt_gateway: sin(gw),
@@ -137,9 +134,11 @@ pub fn add_default_route(gw: Ipv4Addr) -> io::Result<()> {
         rt_window: 0,
         rt_irtt: 0,
     };
-    match s.ioctl(SIOCADDRT, &mut rt) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        r => r,
+    // SAFETY: `s` is open and `rt` a complete struct rtentry (null device
+    // and padding pointers are allowed), alive across the call.
+    match unsafe { siocaddrt(s.as_raw_fd(), &rt) } {
+        Ok(_) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -167,10 +166,11 @@ pub fn hosts_file(node: &str, addr: Option<Ipv4Addr>) -> String {
 /// The first IPv4 address of an interface, from the kernel (for boxes
 /// configured by DHCP, and for `status`).
 pub fn interface_address(name: &str) -> Option<Ipv4Addr> {
-    const SIOCGIFADDR: libc::c_ulong = 0x8915;
-    let s = Sock::new().ok()?;
+    let s = sock().ok()?;
     let mut r = ifreq(name).ok()?;
-    s.ioctl(SIOCGIFADDR, &mut r).ok()?;
+    // SAFETY: `s` is open and `r` a struct ifreq naming the interface,
+    // alive across the call, which fills its address.
+    unsafe { siocgifaddr(s.as_raw_fd(), &mut r) }.ok()?;
     // SAFETY: SIOCGIFADDR filled the address member.
     let a = unsafe { r.data.addr };
     Some(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)))

@@ -9,23 +9,28 @@
 use std::fs::{self, OpenOptions};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use admin::access::StoreAccess;
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::MsFlags;
+use nix::sys::reboot::RebootMode;
+use nix::sys::signal::Signal;
+
 use crate::cmdline::Cmdline;
 use crate::configdisk::ConfigDisk;
-use admin::access::StoreAccess;
-use admin::commands::{Host, HostError, NodeView, Setting, StorageView};
-use admin::shell::{self as console, SessionEnd, Terminal};
+use crate::console::{self, SCREEN_TTY};
+use crate::host::{with, BoxHost, BoxState, Shared};
+use crate::mailbox::{self, STORE_MOUNT};
 use crate::modules::{self, ModuleIndex};
 use crate::service::{Service, ServiceSpec};
 use crate::settings::{Addressing, NodeSettings, Role, DEFAULT_IFACE};
-use crate::storage::{self, StorageStatus};
-use crate::{alarm, net, say, sys};
+use crate::{alarm, disks, net, say, storagebox, sys};
 
 /// How often the main loop wakes without a signal (restarts are due).
 const TICK: Duration = Duration::from_millis(200);
@@ -35,18 +40,10 @@ const TICK: Duration = Duration::from_millis(200);
 const SERVICE_STOP_TIMEOUT: Duration = Duration::from_secs(40);
 /// Other processes get this long after SIGTERM before SIGKILL.
 const OTHERS_STOP_TIMEOUT: Duration = Duration::from_secs(2);
-/// A plain unmount of the store may block on a dead server; after this it
-/// is forced and detached.
-const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long init waits for the config disk to appear.
 const CONFIG_WAIT: Duration = Duration::from_secs(5);
-/// Re-checks of a mounted tree that is not (yet) the store, e.g. a storage
-/// box still creating it.
-const VERIFY_RETRY: Duration = Duration::from_secs(5);
 /// What the image builder says about the image (`role=`, `kernel=`, ...).
 const IMAGE_INFO: &str = "/etc/mailfort/image";
-/// Where a mail box mounts the store.
-pub const STORE_MOUNT: &str = "/store";
 /// Standard ports (RFC 5321 4.5.4.2 / IANA; RFC 6409 3.1; RFC 8314 7.3;
 /// RFC 1939 3; RFC 8314 7.3).
 const PORT_SMTP: u16 = 25;
@@ -58,12 +55,13 @@ const PORT_POP3S: u16 = 995;
 const PORT_ADMIN_HTTPS: u16 = 443;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PowerRequest {
+pub enum PowerRequest {
     Off,
     Reboot,
 }
 
-enum Event {
+/// What the other threads tell the main loop.
+pub enum Event {
     Power(PowerRequest, &'static str),
     /// Restart a service (from the console or the web page).
     Restart(String),
@@ -71,206 +69,11 @@ enum Event {
     StoreReady,
 }
 
-/// What the console shows of the box; written by the main thread and the
-/// bring-up threads.
-struct BoxState {
-    role: Role,
-    node: String,
-    address: String,
-    boot: Instant,
-    store_state: String,
-    store_path: Option<PathBuf>,
-    services: Vec<crate::service::ServiceView>,
-    storage: Option<StorageStatus>,
-    problems: Vec<String>,
-    settings: NodeSettings,
-    /// The settings this boot runs with.
-    booted_with: NodeSettings,
-}
-
-type Shared = Arc<Mutex<BoxState>>;
-
-fn with<T>(s: &Shared, f: impl FnOnce(&mut BoxState) -> T) -> Option<T> {
-    s.lock().ok().map(|mut g| f(&mut g))
-}
-
-/// The box as the command set sees it (the console and the web page).
-struct BoxHost {
-    state: Shared,
-    config: Option<Arc<Mutex<ConfigDisk>>>,
-    store: StoreAccess,
-    events: Mutex<Sender<Event>>,
-}
-
-/// The settings the first console login of a new box walks through.
-const FIRST_SETUP_MAIL: &[&str] = &["node", "rank", "ip", "gw", "dns", "storage", "export"];
-const FIRST_SETUP_STORAGE: &[&str] = &["node", "ip", "gw", "dns", "domain", "clients"];
-/// Keys shown and set as node settings (the admin hash has its own
-/// command).
-fn setting_help(key: &str) -> String {
-    crate::settings::KEYS.iter().find(|(k, _)| *k == key).map(|(_, h)| h.to_string()).unwrap_or_default()
-}
-
-impl BoxHost {
-    fn store_ready(&self) -> Result<(), String> {
-        with(&self.state, |s| if s.store_path.is_some() { Ok(()) } else { Err(format!("no store yet: {}", s.store_state)) }).unwrap_or(Err("state unavailable".into()))
-    }
-
-    fn settings(&self) -> Option<NodeSettings> {
-        with(&self.state, |s| s.settings.clone())
-    }
-
-    fn save(&self, settings: &NodeSettings) -> Result<(), String> {
-        let Some(cfg) = &self.config else { return Err("this box has no config partition; the change holds until reboot only".into()) };
-        let text = settings.to_toml()?;
-        cfg.lock().map_err(|_| "config partition busy".to_string())?.save(text.as_bytes()).map_err(|e| e.to_string())
-    }
-
-    /// Keeps `hash` as this box's copy of the admin password (used when the
-    /// store does not answer).
-    fn cache_admin_hash(&self, hash: &str) -> Result<(), String> {
-        let mut next = self.settings().ok_or("state unavailable")?;
-        if next.admin_hash.as_deref() == Some(hash) {
-            return Ok(());
-        }
-        next.admin_hash = Some(hash.to_string());
-        let saved = self.save(&next);
-        // Kept in memory even without a config partition, so the console
-        // stays locked until the next boot.
-        with(&self.state, |s| s.settings = next);
-        saved
-    }
-
-    /// Once the store is there: the store's admin password wins; a box set
-    /// up before it had a store gives the store its password.
-    fn sync_admin_hash(&self) {
-        match self.store.admin_hash() {
-            Ok(Some(h)) => {
-                if let Err(e) = self.cache_admin_hash(&h) {
-                    say!("cannot keep a copy of the admin password: {e}");
-                }
-            }
-            Ok(None) => {
-                if let Some(local) = self.settings().and_then(|s| s.admin_hash) {
-                    match self.store.set_admin_hash(&local) {
-                        Ok(()) => say!("the store had no admin password: it now has this box's"),
-                        Err(e) => say!("cannot save the admin password in the store: {e}"),
-                    }
-                }
-            }
-            Err(e) => say!("cannot read the admin password from the store: {e}"),
-        }
-    }
-}
-
-impl Host for BoxHost {
-    fn store(&self) -> &StoreAccess {
-        &self.store
-    }
-    fn node(&self) -> NodeView {
-        with(&self.state, |s| NodeView {
-            role: s.role.to_string(),
-            node: s.node.clone(),
-            rank: if s.role == Role::Mail { s.settings.rank.or(Some(1)) } else { None },
-            address: s.address.clone(),
-            uptime: crate::service::human(s.boot.elapsed()),
-            store: s.store_state.clone(),
-            services: s.services.clone(),
-            storage: s.storage.as_ref().map(|st| StorageView {
-                disks: st.disks.iter().map(|(d, x)| (d.display().to_string(), x.clone())).collect(),
-                mounted: st.mounted,
-                degraded: st.degraded,
-                nfs_serving: st.nfs_serving,
-                clients: st.clients,
-            }),
-            problems: s.problems.clone(),
-        })
-        .unwrap_or_default()
-    }
-    fn log_tail(&self, n: usize) -> Vec<String> {
-        crate::log::tail(n)
-    }
-    fn node_settings(&self) -> Option<Vec<Setting>> {
-        let s = self.settings()?;
-        Some(s.describe().into_iter().map(|(k, v)| Setting { help: setting_help(&k), key: k, value: v }).collect())
-    }
-    fn set_node_setting(&self, key: &str, value: &str) -> Result<String, HostError> {
-        let mut next = self.settings().ok_or_else(|| HostError::Refused("state unavailable".into()))?;
-        next.set(key, value).map_err(HostError::Refused)?;
-        self.save(&next).map_err(HostError::Refused)?;
-        with(&self.state, |s| s.settings = next);
-        say!("setting {key} changed by an administrator");
-        Ok("it takes effect at the next boot".into())
-    }
-    fn first_setup(&self) -> Vec<Setting> {
-        let Some(s) = self.settings() else { return Vec::new() };
-        if s.admin_hash.is_some() {
-            return Vec::new();
-        }
-        let keys = if s.role == Some(Role::Storage) || with(&self.state, |b| b.role == Role::Storage).unwrap_or(false) { FIRST_SETUP_STORAGE } else { FIRST_SETUP_MAIL };
-        let shown = s.describe();
-        keys.iter()
-            .map(|k| Setting {
-                key: k.to_string(),
-                value: shown.iter().find(|(x, _)| x == k).map(|(_, v)| v.clone()).unwrap_or_default(),
-                help: setting_help(k),
-            })
-            .collect()
-    }
-    fn first_setup_done(&self) -> bool {
-        // Values typed in the first setup are saved; the box runs with
-        // what it booted with until the next boot.
-        with(&self.state, |b| b.settings == b.booted_with).unwrap_or(true)
-    }
-    fn admin_hash(&self) -> Option<String> {
-        let local = self.settings().and_then(|s| s.admin_hash);
-        if self.store_ready().is_ok() {
-            if let Ok(Some(h)) = self.store.admin_hash() {
-                if local.as_deref() != Some(h.as_str()) {
-                    let _ = self.cache_admin_hash(&h);
-                }
-                return Some(h);
-            }
-        }
-        local
-    }
-    fn set_admin_hash(&self, hash: &str) -> Result<(), HostError> {
-        let in_store = match self.store_ready() {
-            Ok(()) => self.store.set_admin_hash(hash).map(|()| true),
-            Err(_) => Ok(false),
-        };
-        let cached = self.cache_admin_hash(hash);
-        say!("admin password set{}", if matches!(in_store, Ok(true)) { " (in the store, for every node)" } else { " on this box; the store gets it when it has none" });
-        in_store.map(drop)?;
-        cached.map_err(HostError::Refused)
-    }
-    fn restart_service(&self, name: &str) -> Result<String, HostError> {
-        let known = with(&self.state, |s| s.services.iter().any(|x| x.name == name)).unwrap_or(false);
-        if !known {
-            let names = with(&self.state, |s| s.services.iter().map(|x| x.name.clone()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-            return Err(HostError::Refused(format!("no service '{name}' on this box (services: {})", if names.is_empty() { "none yet" } else { &names })));
-        }
-        self.events.lock().map_err(|_| HostError::Refused("init is busy".into()))?.send(Event::Restart(name.to_string())).map_err(|_| HostError::Refused("init does not listen".into()))?;
-        Ok(format!("restarting {name}: it stops cleanly and starts again"))
-    }
-    fn can_power(&self) -> bool {
-        true
-    }
-    fn power(&self, action: admin::commands::Action) -> Result<(), HostError> {
-        let (req, why) = match action {
-            admin::commands::Action::Reboot => (PowerRequest::Reboot, "the admin page"),
-            admin::commands::Action::Poweroff => (PowerRequest::Off, "the admin page"),
-            _ => return Err(HostError::Refused("not a power action".into())),
-        };
-        self.events.lock().map_err(|_| HostError::Refused("init is busy".into()))?.send(Event::Power(req, why)).map_err(|_| HostError::Refused("init does not listen".into()))
-    }
-}
-
 /// Runs the box. Never returns: PID 1 exiting panics the kernel.
 pub fn run() -> ! {
     let boot = Instant::now();
     early_mounts();
-    if let Ok(f) = OpenOptions::new().write(true).custom_flags(libc::O_NOCTTY).open("/dev/console") {
+    if let Ok(f) = OpenOptions::new().write(true).custom_flags(OFlag::O_NOCTTY.bits()).open("/dev/console") {
         crate::log::set_sink(f);
     }
     if let Err(e) = sys::block_signals() {
@@ -310,7 +113,7 @@ pub fn run() -> ! {
     // The config partition: saved settings win over the command line.
     let config_dev = match cmdline.get("config") {
         Some(d) => PathBuf::from(d),
-        None => storage::wait_for_serials(&[storage::SERIAL_CONFIG], CONFIG_WAIT).into_iter().flatten().next().unwrap_or_else(|| PathBuf::from(if boot_role == Role::Storage { "/dev/vdc" } else { "/dev/vda" })),
+        None => disks::wait_for_serials(&[disks::SERIAL_CONFIG], CONFIG_WAIT).into_iter().flatten().next().unwrap_or_else(|| PathBuf::from(if boot_role == Role::Storage { "/dev/vdc" } else { "/dev/vda" })),
     };
     let (settings, config) = open_config(&config_dev, &from_cmdline, &mut problems);
     let role = settings.role.unwrap_or(boot_role);
@@ -364,25 +167,25 @@ pub fn run() -> ! {
     });
     say!("watching {watched} input device(s) for the power button");
 
-    let store_root = if role == Role::Mail { PathBuf::from(STORE_MOUNT) } else { PathBuf::from(storage::STORE_DIR) };
+    let store_root = if role == Role::Mail { PathBuf::from(STORE_MOUNT) } else { PathBuf::from(storage::export::STORE_DIR) };
     let host = Arc::new(BoxHost { state: state.clone(), config: config.clone(), store: StoreAccess::new(&store_root), events: Mutex::new(tx.clone()) });
     // The serial line, and the local screen when the box has one.
-    let serial = console_device(&cmdline);
+    let serial = console::console_device(&cmdline);
     let mut consoles = vec![serial.clone()];
-    if has_screen() && serial != Path::new(SCREEN_TTY) {
+    if console::has_screen() && serial != Path::new(SCREEN_TTY) {
         consoles.push(PathBuf::from(SCREEN_TTY));
     }
     for dev in consoles {
         let ctx = tx.clone();
         let node_name = node.clone();
         let console_host = host.clone();
-        let _ = std::thread::Builder::new().name("console".into()).spawn(move || console_loop(&dev, &console_host, &node_name, &ctx));
+        let _ = std::thread::Builder::new().name("console".into()).spawn(move || console::console_loop(&dev, &console_host, &node_name, &ctx));
     }
 
     let mut services: Vec<Service> = Vec::new();
     match role {
-        Role::Mail => start_store_mount(&settings, config.clone(), state.clone(), tx.clone(), stopping.clone()),
-        Role::Storage => start_storage(&cmdline, &settings, state.clone(), tx.clone()),
+        Role::Mail => mailbox::start(&settings, config.clone(), state.clone(), tx.clone(), stopping.clone()),
+        Role::Storage => storagebox::start(&cmdline, &settings, state.clone(), tx.clone()),
     }
     let serve = (role == Role::Mail).then(|| serve_spec(&settings, &node, address));
     let web = Web { host, store: store_root, addr: address, started: false };
@@ -390,21 +193,20 @@ pub fn run() -> ! {
 }
 
 fn early_mounts() {
-    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     for (src, dir, fstype, flags, data) in [
-        ("proc", "/proc", "proc", nosuid, ""),
-        ("sysfs", "/sys", "sysfs", nosuid, ""),
-        ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755"),
-        ("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "gid=5,mode=620,ptmxmode=000"),
-        ("tmpfs", "/run", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755"),
-        ("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777"),
+        ("proc", "/proc", "proc", nosuid, None),
+        ("sysfs", "/sys", "sysfs", nosuid, None),
+        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID, Some("mode=0755")),
+        ("devpts", "/dev/pts", "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("gid=5,mode=620,ptmxmode=000")),
+        ("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")),
+        ("tmpfs", "/tmp", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777")),
     ] {
         let _ = fs::create_dir_all(dir);
-        if let Err(e) = sys::mount(src, dir, fstype, flags, data) {
+        match nix::mount::mount(Some(src), dir, Some(fstype), flags, data) {
             // EBUSY: already mounted (the kernel may mount devtmpfs itself).
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                say!("mount {fstype} on {dir}: {e}");
-            }
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => say!("mount {fstype} on {dir}: {e}"),
         }
     }
     let _ = fs::create_dir_all("/etc");
@@ -441,7 +243,7 @@ fn load_steps(steps: &[modules::Step], problems: &mut Vec<String>) {
 }
 
 fn open_config(dev: &Path, from_cmdline: &NodeSettings, problems: &mut Vec<String>) -> (NodeSettings, Option<Arc<Mutex<ConfigDisk>>>) {
-    storage::wait_for_devices(&[dev.to_path_buf()], CONFIG_WAIT);
+    disks::wait_for_devices(&[dev.to_path_buf()], CONFIG_WAIT);
     let disk = match ConfigDisk::open(dev) {
         Ok(d) => d,
         Err(e) => {
@@ -451,7 +253,7 @@ fn open_config(dev: &Path, from_cmdline: &NodeSettings, problems: &mut Vec<Strin
         }
     };
     let saved = match disk.load() {
-        Ok(Some(bytes)) => match std::str::from_utf8(&bytes).map_err(|e| e.to_string()).and_then(NodeSettings::from_toml) {
+        Ok(Some(bytes)) => match NodeSettings::from_bytes(&bytes) {
             Ok(s) => s,
             Err(e) => {
                 alarm!("config partition holds unreadable settings ({e}); starting from the command line");
@@ -470,8 +272,9 @@ fn open_config(dev: &Path, from_cmdline: &NodeSettings, problems: &mut Vec<Strin
         }
     };
     let merged = saved.merged_over(from_cmdline);
+    let disk = Mutex::new(disk);
     if merged != saved {
-        match merged.to_toml().map_err(|e| e.to_string()).and_then(|t| disk.save(t.as_bytes()).map_err(|e| e.to_string())) {
+        match crate::host::save_settings(&disk, &merged) {
             Ok(()) => say!("settings saved on {}", dev.display()),
             Err(e) => {
                 alarm!("cannot save settings: {e}");
@@ -481,7 +284,7 @@ fn open_config(dev: &Path, from_cmdline: &NodeSettings, problems: &mut Vec<Strin
     } else {
         say!("settings read from {}", dev.display());
     }
-    (merged, Some(Arc::new(Mutex::new(disk))))
+    (merged, Some(Arc::new(disk)))
 }
 
 fn bring_up_network(cmdline: &Cmdline, s: &NodeSettings, node: &str, problems: &mut Vec<String>) -> Option<std::net::Ipv4Addr> {
@@ -543,211 +346,6 @@ fn bring_up_network(cmdline: &Cmdline, s: &NodeSettings, node: &str, problems: &
     addr
 }
 
-/// The local screen's console (the first virtual terminal).
-const SCREEN_TTY: &str = "/dev/tty1";
-
-/// Whether the kernel runs virtual terminals (a screen and keyboard).
-fn has_screen() -> bool {
-    fs::read_to_string("/sys/class/tty/tty0/active").is_ok_and(|a| !a.trim().is_empty())
-}
-
-fn console_device(c: &Cmdline) -> PathBuf {
-    if let Some(d) = c.get("console") {
-        return Path::new("/dev").join(d);
-    }
-    // The last console= is /dev/console; prefer a serial line by name.
-    match c.consoles.iter().rev().find(|x| x.starts_with("ttyS")) {
-        Some(x) => Path::new("/dev").join(x.split(',').next().unwrap_or("ttyS0")),
-        None => PathBuf::from("/dev/console"),
-    }
-}
-
-/// The serial console: login, shell, again; forever.
-fn console_loop(dev: &Path, host: &BoxHost, node: &str, tx: &Sender<Event>) {
-    loop {
-        let file = match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(dev) {
-            Ok(f) => f,
-            Err(e) => {
-                say!("console {}: {e}; retrying", dev.display());
-                std::thread::sleep(Duration::from_secs(5));
-                continue;
-            }
-        };
-        let fd = file.as_raw_fd();
-        sys::sane_terminal(fd);
-        let Ok(out) = file.try_clone() else {
-            std::thread::sleep(Duration::from_secs(5));
-            continue;
-        };
-        let mut input = std::io::BufReader::new(file);
-        let mut output = out;
-        let mut term = Terminal { input: &mut input, output: &mut output, echo_fd: Some(fd), idle_logout: Some(console::IDLE_LOGOUT) };
-        let end = match console::login(host, &mut term, node) {
-            Ok(true) => console::shell(host, &mut term, &format!("{node}> ")),
-            Ok(false) => Ok(SessionEnd::Logout),
-            Err(e) => Err(e),
-        };
-        match end {
-            Ok(SessionEnd::Reboot) => {
-                let _ = tx.send(Event::Power(PowerRequest::Reboot, "the console"));
-            }
-            Ok(SessionEnd::Poweroff) => {
-                let _ = tx.send(Event::Power(PowerRequest::Off, "the console"));
-            }
-            Ok(SessionEnd::Logout) => {}
-            Err(e) => say!("console: {e}"),
-        }
-        // End of input or an error: do not spin.
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Mail box: mount the store (retrying while the storage box is not up),
-/// check it is ours, remember its id, then tell the main loop.
-fn start_store_mount(s: &NodeSettings, config: Option<Arc<Mutex<ConfigDisk>>>, state: Shared, tx: Sender<Event>, stopping: Arc<AtomicBool>) {
-    let Some(server) = s.storage else {
-        alarm!("no storage box configured (mailfort.storage=IP); not serving");
-        with(&state, |b| {
-            b.store_state = "no storage box configured".into();
-            b.problems.push("no storage box configured (mailfort.storage=IP)".into());
-        });
-        return;
-    };
-    let target = match nfs::StoreMount::new(server, s.export_path(), Path::new(STORE_MOUNT)) {
-        Ok(t) => t,
-        Err(e) => {
-            alarm!("{e}");
-            with(&state, |b| b.store_state = e.to_string());
-            return;
-        }
-    };
-    let expected = s.store_id.clone();
-    let _ = std::thread::Builder::new().name("store-mount".into()).spawn(move || {
-        with(&state, |b| b.store_state = format!("mounting {} (waiting for the storage box)", target.source()));
-        say!("mounting the store {} on {STORE_MOUNT} ({})", target.source(), target.options());
-        loop {
-            let keep_going = || !stopping.load(Ordering::Relaxed);
-            let mut report = |e: &nfs::NfsError, wait: Duration| {
-                say!("store not mounted yet: {e}; retrying in {} s", wait.as_secs());
-                with(&state, |b| b.store_state = format!("waiting for the storage box: {e}"));
-            };
-            if target.mount_with_retry(&keep_going, &mut report).is_err() {
-                return;
-            }
-            let expected_now = with(&state, |b| b.settings.store_id.clone()).flatten().or_else(|| expected.clone());
-            match nfs::verify_store(Path::new(STORE_MOUNT), expected_now.as_deref()) {
-                Ok(id) => {
-                    if expected_now.is_none() {
-                        say!("first mount: this box now belongs to store {id}");
-                        let next = with(&state, |b| {
-                            b.settings.store_id = Some(id.clone());
-                            b.settings.clone()
-                        });
-                        if let (Some(cfg), Some(next)) = (&config, next) {
-                            let saved = next.to_toml().map_err(|e| e.to_string()).and_then(|t| cfg.lock().map_err(|_| "busy".to_string())?.save(t.as_bytes()).map_err(|e| e.to_string()));
-                            if let Err(e) = saved {
-                                alarm!("cannot save the store id: {e}");
-                            }
-                        }
-                    }
-                    say!("store {id} mounted on {STORE_MOUNT}");
-                    with(&state, |b| {
-                        b.store_state = format!("{} mounted on {STORE_MOUNT}, store {id}", target.source());
-                        b.store_path = Some(PathBuf::from(STORE_MOUNT));
-                    });
-                    let _ = tx.send(Event::StoreReady);
-                    return;
-                }
-                Err(e) => {
-                    alarm!("{e}");
-                    with(&state, |b| b.store_state = format!("not serving: {e}"));
-                    if !keep_going() {
-                        return;
-                    }
-                    // An empty export (a storage box still creating the
-                    // store) or the wrong store: look again later.
-                    std::thread::sleep(VERIFY_RETRY);
-                }
-            }
-        }
-    });
-}
-
-/// Storage box: the mirror, the store, the NFS server.
-fn start_storage(cmdline: &Cmdline, s: &NodeSettings, state: Shared, tx: Sender<Event>) {
-    let cmdline_disks: Option<Vec<PathBuf>> = cmdline.get("disks").map(|d| d.split(',').map(PathBuf::from).collect());
-    let s = s.clone();
-    let _ = std::thread::Builder::new().name("storage".into()).spawn(move || {
-        let mut st = StorageStatus::default();
-        // Named on the command line, else found by serial (a missing one
-        // keeps a placeholder name so it is reported), else by position.
-        let disks: Vec<PathBuf> = match cmdline_disks {
-            Some(d) => {
-                storage::wait_for_devices(&d, storage::DISK_WAIT);
-                d
-            }
-            None => {
-                let found = storage::wait_for_serials(storage::SERIAL_DATA, storage::DISK_WAIT);
-                if found.iter().all(Option::is_none) {
-                    let d: Vec<PathBuf> = storage::DEFAULT_DISKS.iter().map(PathBuf::from).collect();
-                    storage::wait_for_devices(&d, storage::DISK_WAIT);
-                    d
-                } else {
-                    found.into_iter().zip(storage::SERIAL_DATA).map(|(p, serial)| p.unwrap_or_else(|| Path::new("/dev/disk/by-serial").join(serial))).collect()
-                }
-            }
-        };
-        let publish = |st: &StorageStatus, msg: &str| {
-            with(&state, |b| {
-                b.storage = Some(st.clone());
-                b.store_state = msg.to_string();
-            });
-        };
-        publish(&st, "bringing up the mirror");
-        if let Err(e) = storage::bring_up_volume(&disks, &mut st) {
-            alarm!("{e}");
-            st.problems.push(e.to_string());
-            publish(&st, &format!("no mirror: {e}"));
-            return;
-        }
-        publish(&st, "mirror mounted; preparing the store");
-        if let Err(e) = storage::prepare_store(&s, &mut st) {
-            alarm!("{e}");
-            st.problems.push(e.to_string());
-            publish(&st, &format!("no store: {e}"));
-        } else {
-            with(&state, |b| b.store_path = Some(PathBuf::from(storage::STORE_DIR)));
-            let _ = tx.send(Event::StoreReady);
-        }
-        let clients = match s.clients.as_deref().map(storage::expand_clients) {
-            Some(Ok(c)) => c,
-            Some(Err(e)) => {
-                alarm!("clients: {e}; the store is not exported");
-                st.problems.push(format!("clients: {e}"));
-                publish(&st, "store not exported: bad client list");
-                return;
-            }
-            None => {
-                alarm!("no clients configured (mailfort.clients=CIDR); the store is not exported");
-                st.problems.push("no clients configured".into());
-                publish(&st, "store not exported: no clients configured");
-                return;
-            }
-        };
-        match storage::start_nfs_server(&clients, &mut st) {
-            Ok(()) => {
-                publish(&st, &format!("{} exported over NFSv4", storage::STORE_DIR));
-                crate::log::line("mailfort", &format!("ready: the store is exported to {} client address(es)", clients.len()));
-            }
-            Err(e) => {
-                alarm!("NFS server: {e}");
-                st.problems.push(format!("NFS server: {e}"));
-                publish(&st, &format!("NFS server not running: {e}"));
-            }
-        }
-    });
-}
-
 /// `mailfort serve` on this box's address and the standard ports.
 fn serve_spec(s: &NodeSettings, node: &str, addr: Option<std::net::Ipv4Addr>) -> ServiceSpec {
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
@@ -796,11 +394,11 @@ fn main_loop(rx: &Receiver<Event>, state: &Shared, services: &mut Vec<Service>, 
     loop {
         if let Some(sig) = sys::wait_signal(TICK) {
             match sig {
-                libc::SIGCHLD => reap(services),
-                libc::SIGINT => shutdown(PowerRequest::Reboot, "Ctrl-Alt-Del (SIGINT)", services, state, stopping),
-                libc::SIGTERM | libc::SIGUSR2 | libc::SIGPWR => shutdown(PowerRequest::Off, sys::signal_name(sig), services, state, stopping),
-                libc::SIGUSR1 => shutdown(PowerRequest::Reboot, "SIGUSR1", services, state, stopping),
-                other => say!("ignoring {}", sys::signal_name(other)),
+                Signal::SIGCHLD => reap(services),
+                Signal::SIGINT => shutdown(PowerRequest::Reboot, "Ctrl-Alt-Del (SIGINT)", services, state, stopping),
+                Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGPWR => shutdown(PowerRequest::Off, sig.as_str(), services, state, stopping),
+                Signal::SIGUSR1 => shutdown(PowerRequest::Reboot, "SIGUSR1", services, state, stopping),
+                other => say!("ignoring {}", other.as_str()),
             }
         }
         while let Ok(ev) = rx.try_recv() {
@@ -850,60 +448,40 @@ fn shutdown(req: PowerRequest, why: &str, services: &mut [Service], state: &Shar
     }
     let start = Instant::now();
     while services.iter().any(|s| s.pid().is_some()) && start.elapsed() < SERVICE_STOP_TIMEOUT {
-        if sys::wait_signal(TICK) == Some(libc::SIGCHLD) {
+        if sys::wait_signal(TICK) == Some(Signal::SIGCHLD) {
             reap(services);
         }
     }
     for s in services.iter() {
         if let Some(pid) = s.pid() {
             say!("{} did not stop within {} s; killing it", s.spec.name, SERVICE_STOP_TIMEOUT.as_secs());
-            sys::kill(pid, libc::SIGKILL);
+            sys::kill(pid, Signal::SIGKILL);
         }
     }
     // Everyone else (helpers, orphans).
-    sys::kill(-1, libc::SIGTERM);
+    sys::kill(-1, Signal::SIGTERM);
     let t = Instant::now();
     while t.elapsed() < OTHERS_STOP_TIMEOUT && sys::other_processes() > 0 {
-        if sys::wait_signal(TICK) == Some(libc::SIGCHLD) {
+        if sys::wait_signal(TICK) == Some(Signal::SIGCHLD) {
             reap(services);
         }
     }
-    sys::kill(-1, libc::SIGKILL);
+    sys::kill(-1, Signal::SIGKILL);
     reap(services);
     let role = with(state, |b| b.role).unwrap_or(Role::Mail);
     match role {
-        Role::Mail => unmount_store(),
-        Role::Storage => storage::shut_down(),
+        Role::Mail => mailbox::unmount_store(),
+        Role::Storage => storagebox::shut_down(),
     }
     sys::sync();
     say!("{}", if req == PowerRequest::Off { "powering off" } else { "rebooting" });
-    let e = sys::reboot(if req == PowerRequest::Off { libc::RB_POWER_OFF } else { libc::RB_AUTOBOOT });
+    let e = sys::reboot(if req == PowerRequest::Off { RebootMode::RB_POWER_OFF } else { RebootMode::RB_AUTOBOOT });
     alarm!("reboot(2) failed: {e}; halting here");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
 }
 
-fn unmount_store() {
-    if !nfs::is_mountpoint(Path::new(STORE_MOUNT)) {
-        return;
-    }
-    let (tx, rx) = mpsc::channel();
-    let _ = std::thread::Builder::new().name("unmount".into()).spawn(move || {
-        let _ = tx.send(sys::umount(STORE_MOUNT));
-    });
-    match rx.recv_timeout(UNMOUNT_TIMEOUT) {
-        Ok(Ok(())) => say!("store unmounted"),
-        Ok(Err(e)) => {
-            say!("unmounting the store: {e}; forcing");
-            let _ = nfs::unmount(Path::new(STORE_MOUNT));
-        }
-        Err(_) => {
-            say!("the store did not unmount within {} s (storage box gone?); forcing", UNMOUNT_TIMEOUT.as_secs());
-            let _ = nfs::unmount(Path::new(STORE_MOUNT));
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -918,12 +496,5 @@ mod tests {
         assert!(a.starts_with("serve --store /store --node mail2 --rank 2 --smtp 192.0.2.12:25 --submission 192.0.2.12:587 --submissions 192.0.2.12:465 --pop3 192.0.2.12:110 --pop3s 192.0.2.12:995 --advertise 192.0.2.12"), "{a}");
         let spec = serve_spec(&NodeSettings::default(), "m", None);
         assert!(spec.args.join(" ").contains("--smtp 0.0.0.0:25") && !spec.args.contains(&"--advertise".to_string()));
-    }
-
-    #[test]
-    fn console_device_choice() {
-        assert_eq!(console_device(&Cmdline::parse("console=tty0 console=ttyS0,115200")), PathBuf::from("/dev/ttyS0"));
-        assert_eq!(console_device(&Cmdline::parse("console=tty0")), PathBuf::from("/dev/console"));
-        assert_eq!(console_device(&Cmdline::parse("console=ttyS0 mailfort.console=hvc0")), PathBuf::from("/dev/hvc0"));
     }
 }

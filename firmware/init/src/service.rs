@@ -2,10 +2,12 @@
 //! back-off when it exits (gokrazy's model). PID 1 reaps every child with
 //! waitpid(-1) and tells the service whose pid it was.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
 
 /// The first wait before a restart, doubled after each quick exit up to
 /// the maximum; a service that ran for [`HEALTHY_AFTER`] starts over at the
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 pub const RESTART_START: Duration = Duration::from_secs(1);
 pub const RESTART_MAX: Duration = Duration::from_secs(60);
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// How long a helper killed at its deadline gets to be reaped.
+const KILLED_HELPER_WAIT: Duration = Duration::from_secs(2);
 
 /// The wait before the next start, after a run of `ran_for` that followed
 /// a wait of `previous`.
@@ -116,7 +120,7 @@ impl Service {
     /// it exit and schedules the start as after any exit.
     pub fn restart(&mut self) {
         if let Some(pid) = self.pid {
-            crate::sys::kill(pid, libc::SIGTERM);
+            crate::sys::kill(pid, Signal::SIGTERM);
         } else {
             self.restart_at = Some(Instant::now());
             self.delay = None;
@@ -129,7 +133,7 @@ impl Service {
         self.enabled = false;
         if let Some(pid) = self.pid {
             crate::say!("stopping {} (SIGTERM to pid {pid})", self.spec.name);
-            crate::sys::kill(pid, libc::SIGTERM);
+            crate::sys::kill(pid, Signal::SIGTERM);
         }
     }
 
@@ -141,6 +145,30 @@ impl Service {
         };
         ServiceView { name: self.spec.name.clone(), state, restarts: self.restarts, last_exit: self.last_exit.clone() }
     }
+}
+
+/// Runs a helper program (mkfs.btrfs) to its end, its output in the log
+/// under `name`: its exit status, or None when it did not finish within
+/// `timeout` (it is then killed). On the box PID 1's reaper may collect the
+/// status first; [`crate::sys::wait_pid`] looks there too.
+pub fn run_helper(mut cmd: Command, name: &str, timeout: Duration) -> io::Result<Option<i32>> {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    crate::sys::unblock_signals_in_child(&mut cmd);
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (n1, n2) = (name.to_string(), name.to_string());
+    let t1 = std::thread::spawn(move || forward_lines(&n1, out));
+    let t2 = std::thread::spawn(move || forward_lines(&n2, err));
+    let status = crate::sys::wait_pid(pid, timeout);
+    if status.is_none() {
+        // Killed before its output is drained: the readers end only when
+        // the helper's pipes close.
+        crate::sys::kill(pid, Signal::SIGKILL);
+        let _ = crate::sys::wait_pid(pid, KILLED_HELPER_WAIT);
+    }
+    let _ = (t1.join(), t2.join());
+    Ok(status)
 }
 
 /// `1h2m`, `3m4s`, `5s`.

@@ -21,6 +21,31 @@ pub const DEFAULT_IFACE: &str = "eth0";
 /// Longest value we keep for a free-text setting.
 const MAX_VALUE: usize = 512;
 
+/// Why a setting (from `config set` or the command line) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("longer than {MAX_VALUE} characters")]
+    TooLong,
+    #[error("'{value}' is not {what}")]
+    Invalid { value: String, what: &'static str },
+    #[error("unknown setting '{0}' (see `config show`)")]
+    Unknown(String),
+    #[error("expected NAME:BASE64SECRET")]
+    BadTsig,
+}
+
+/// Why the settings file on the config partition cannot be written or
+/// read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsFileError {
+    #[error("cannot write the settings: {0}")]
+    Encode(#[from] toml::ser::Error),
+    #[error("{0}")]
+    Decode(#[from] toml::de::Error),
+    #[error("{0}")]
+    NotUtf8(#[from] std::str::Utf8Error),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -191,7 +216,7 @@ impl NodeSettings {
                 "dnsupdate" => s.set("ddns.server", v),
                 "tsig" => match v.split_once(':') {
                     Some((name, secret)) => s.set("ddns.key_name", name).and_then(|()| s.set("ddns.key_secret", secret)),
-                    None => Err("expected NAME:BASE64SECRET".into()),
+                    None => Err(SettingError::BadTsig),
                 },
                 k if KEYS.iter().any(|(key, _)| *key == k) => s.set(k, v),
                 _ => continue,
@@ -204,31 +229,32 @@ impl NodeSettings {
     }
 
     /// Sets one key from text, validating it.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
         let v = value.trim();
         if v.len() > MAX_VALUE {
-            return Err(format!("longer than {MAX_VALUE} characters"));
+            return Err(SettingError::TooLong);
         }
-        let text = |ok: bool, what: &str| if ok { Ok(Some(v.to_string())) } else { Err(format!("'{v}' is not {what}")) };
+        let invalid = |what: &'static str| SettingError::Invalid { value: v.to_string(), what };
+        let text = |ok: bool, what: &'static str| if ok { Ok(Some(v.to_string())) } else { Err(invalid(what)) };
         match key {
-            "role" => self.role = Some(Role::parse(v).ok_or_else(|| format!("'{v}' is not a role (mail or storage)"))?),
+            "role" => self.role = Some(Role::parse(v).ok_or_else(|| invalid("a role (mail or storage)"))?),
             "node" => self.node = text(valid_node_name(v), "a node name (a-z, 0-9, '-', at most 32)")?,
-            "rank" => self.rank = Some(v.parse::<u32>().ok().filter(|r| *r >= 1).ok_or_else(|| format!("'{v}' is not a rank (1 or more)"))?),
+            "rank" => self.rank = Some(v.parse::<u32>().ok().filter(|r| *r >= 1).ok_or_else(|| invalid("a rank (1 or more)"))?),
             "ip" => self.ip = text(Addressing::parse(v).is_some(), "address/prefix or dhcp")?,
-            "gw" => self.gw = Some(v.parse().map_err(|_| format!("'{v}' is not an IPv4 address"))?),
-            "dns" => self.dns = Some(v.split(',').map(|x| x.trim().parse::<IpAddr>()).collect::<Result<Vec<_>, _>>().map_err(|_| format!("'{v}' is not a list of IP addresses"))?),
-            "storage" => self.storage = Some(v.parse().map_err(|_| format!("'{v}' is not an IP address"))?),
-            "export" => self.export = text(nfs::valid_export(v), "an absolute export path")?,
+            "gw" => self.gw = Some(v.parse().map_err(|_| invalid("an IPv4 address"))?),
+            "dns" => self.dns = Some(v.split(',').map(|x| x.trim().parse::<IpAddr>()).collect::<Result<Vec<_>, _>>().map_err(|_| invalid("a list of IP addresses"))?),
+            "storage" => self.storage = Some(v.parse().map_err(|_| invalid("an IP address"))?),
+            "export" => self.export = text(storage::client::valid_export(v), "an absolute export path")?,
             "store_id" => self.store_id = text(!v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit()), "a store id (hex)")?,
             "domain" => self.domain = text(store::address::valid_domain(&store::address::normalize_domain(v)), "a domain name")?.map(|d| store::address::normalize_domain(&d)),
-            "clients" => self.clients = text(crate::storage::expand_clients(v).is_ok(), "a client list (CIDR, addresses, ranges a-b)")?,
+            "clients" => self.clients = text(storage::export::expand_clients(v).is_ok(), "a client list (CIDR, addresses, ranges a-b)")?,
             "ddns.server" => self.ddns.server = text(v.parse::<std::net::SocketAddr>().is_ok(), "IP:PORT")?,
             "ddns.zone" => self.ddns.zone = text(store::address::valid_domain(v.trim_end_matches('.')), "a zone name")?,
             "ddns.key_name" => self.ddns.key_name = text(store::address::valid_domain(v.trim_end_matches('.')), "a key name")?,
             "ddns.key_secret" => self.ddns.key_secret = text(!v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b)), "base64")?,
             "ddns.key_algorithm" => self.ddns.key_algorithm = text(v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'), "an algorithm name")?,
             "ddns.client_host" => self.ddns.client_host = text(store::address::valid_domain(v), "a host name")?,
-            _ => return Err(format!("unknown setting '{key}' (see `config show`)")),
+            _ => return Err(SettingError::Unknown(key.to_string())),
         }
         Ok(())
     }
@@ -290,12 +316,17 @@ impl NodeSettings {
         }
     }
 
-    pub fn to_toml(&self) -> Result<String, String> {
-        toml::to_string(self).map_err(|e| e.to_string())
+    pub fn to_toml(&self) -> Result<String, SettingsFileError> {
+        Ok(toml::to_string(self)?)
     }
 
-    pub fn from_toml(text: &str) -> Result<NodeSettings, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn from_toml(text: &str) -> Result<NodeSettings, SettingsFileError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The settings file as the config partition holds it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<NodeSettings, SettingsFileError> {
+        NodeSettings::from_toml(std::str::from_utf8(bytes)?)
     }
 
     pub fn addressing(&self) -> Option<Addressing> {
@@ -338,7 +369,7 @@ mod tests {
         assert_eq!(s.ddns.key_name.as_deref(), Some("mailfort-announcer."));
         assert_eq!(s.ddns.key_secret.as_deref(), Some("c2VjcmV0c2VjcmV0"));
         let (_, problems) = NodeSettings::from_cmdline(&Cmdline::parse("mailfort.tsig=nocolon"));
-        assert_eq!(problems.len(), 1);
+        assert_eq!(problems, vec![format!("mailfort.tsig: {}", SettingError::BadTsig)]);
     }
 
     #[test]
@@ -373,7 +404,12 @@ mod tests {
         assert_eq!(NodeSettings::from_toml(&text).unwrap(), s);
         assert!(s.describe().iter().any(|(k, v)| k == "ddns.key_secret" && v == "(set)"));
         assert!(!s.describe().iter().any(|(_, v)| v.contains("c2Vj")));
-        assert!(s.set("nonsense", "1").is_err());
+        assert_eq!(s.set("nonsense", "1"), Err(SettingError::Unknown("nonsense".into())));
+        assert_eq!(s.set("rank", "0"), Err(SettingError::Invalid { value: "0".into(), what: "a rank (1 or more)" }));
+        assert_eq!(s.set("clients", "10.0.0.0/16"), Err(SettingError::Invalid { value: "10.0.0.0/16".into(), what: "a client list (CIDR, addresses, ranges a-b)" }));
+        assert_eq!(s.set("node", &"a".repeat(MAX_VALUE + 1)), Err(SettingError::TooLong));
+        assert!(matches!(NodeSettings::from_bytes(b"role = \"mail"), Err(SettingsFileError::Decode(_))));
+        assert!(matches!(NodeSettings::from_bytes(b"\xff"), Err(SettingsFileError::NotUtf8(_))));
         // Unknown keys in a saved file (from a newer version) do not stop us.
         assert!(NodeSettings::from_toml("role = \"mail\"\nfuture = 1\n").is_ok());
     }

@@ -1,66 +1,46 @@
-//! Thin wrappers around the system calls init needs, each returning
-//! io::Result instead of a C status.
+//! The system calls init needs that are more than one `nix` call: the
+//! reaper that PID 1 and helper waits share, the signal mask, and signal
+//! waits with a deadline.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-fn cstr(s: &str) -> io::Result<CString> {
-    CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
-}
+use nix::sys::reboot::RebootMode;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
 
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// mount(2) with a text data argument (empty for none).
-pub fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> io::Result<()> {
-    let (s, t, f, d) = (cstr(src)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
-    let dp = if data.is_empty() { std::ptr::null() } else { d.as_ptr().cast() };
-    // SAFETY: NUL-terminated strings alive for the call.
-    check(unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, dp) })
-}
-
-pub fn umount(target: &str) -> io::Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: as above.
-    check(unsafe { libc::umount2(t.as_ptr(), 0) })
-}
+/// How often [`wait_pid`] looks again.
+const WAIT_POLL: Duration = Duration::from_millis(50);
 
 pub fn sethostname(name: &str) -> io::Result<()> {
-    // SAFETY: pointer and length describe `name`.
-    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
+    Ok(nix::unistd::sethostname(name)?)
 }
 
 /// Flushes every filesystem's dirty data.
 pub fn sync() {
-    // SAFETY: no arguments.
-    unsafe { libc::sync() }
+    nix::unistd::sync()
 }
 
 /// reboot(2) with RB_POWER_OFF or RB_AUTOBOOT; returns only on failure.
-pub fn reboot(cmd: libc::c_int) -> io::Error {
-    // SAFETY: reboot takes a command constant.
-    unsafe { libc::reboot(cmd) };
-    io::Error::last_os_error()
+pub fn reboot(mode: RebootMode) -> io::Error {
+    match nix::sys::reboot::reboot(mode) {
+        Ok(never) => match never {},
+        Err(e) => e.into(),
+    }
 }
 
 /// Ctrl-Alt-Del then makes the kernel send SIGINT to init instead of
 /// rebooting at once (reboot(2), LINUX_REBOOT_CMD_CAD_OFF).
 pub fn ctrl_alt_del_to_signal() -> io::Result<()> {
-    // SAFETY: as above.
-    check(unsafe { libc::reboot(libc::RB_DISABLE_CAD) })
+    Ok(nix::sys::reboot::set_cad_enabled(false)?)
 }
 
-pub fn kill(pid: i32, sig: libc::c_int) -> bool {
-    // SAFETY: kill(2) on a pid we started (or -1 for everyone but us).
-    unsafe { libc::kill(pid, sig) == 0 }
+/// kill(2) on a pid we started, or -1 for everyone but us.
+pub fn kill(pid: i32, sig: Signal) -> bool {
+    nix::sys::signal::kill(Pid::from_raw(pid), sig).is_ok()
 }
 
 /// How many processes other than init run (kernel threads, which have no
@@ -80,14 +60,13 @@ pub fn other_processes() -> usize {
         .unwrap_or(0)
 }
 
-/// Exit status as a shell shows it: the code, or 128 + the signal.
-fn decode_status(st: libc::c_int) -> i32 {
-    if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        st
+/// Exit status as a shell shows it: the code, or 128 + the signal; None
+/// for a child that has not ended.
+fn decode_status(st: WaitStatus) -> Option<(i32, i32)> {
+    match st {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw(), code)),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid.as_raw(), 128 + sig as i32)),
+        _ => None,
     }
 }
 
@@ -101,14 +80,12 @@ const REAPED_KEEP: usize = 64;
 /// Reaps every child that has exited; returns (pid, status).
 pub fn reap_all() -> Vec<(i32, i32)> {
     let mut out = Vec::new();
-    loop {
-        let mut st: libc::c_int = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-        if pid <= 0 {
+    // StillAlive, or ECHILD: no child left to reap.
+    while let Ok(st) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if st == WaitStatus::StillAlive {
             break;
         }
-        let code = decode_status(st);
+        let Some((pid, code)) = decode_status(st) else { continue };
         out.push((pid, code));
         if let Ok(mut m) = REAPED.lock() {
             let m = m.get_or_insert_with(HashMap::new);
@@ -125,11 +102,8 @@ pub fn reap_all() -> Vec<(i32, i32)> {
 pub fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
     let start = Instant::now();
     loop {
-        let mut st: libc::c_int = 0;
-        // SAFETY: as above.
-        let r = unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) };
-        if r == pid {
-            return Some(decode_status(st));
+        if let Some((_, code)) = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)).ok().and_then(decode_status) {
+            return Some(code);
         }
         if let Ok(mut m) = REAPED.lock() {
             if let Some(code) = m.as_mut().and_then(|m| m.remove(&pid)) {
@@ -139,7 +113,7 @@ pub fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
         if start.elapsed() >= timeout {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(WAIT_POLL);
     }
 }
 
@@ -147,18 +121,10 @@ pub fn wait_pid(pid: i32, timeout: Duration) -> Option<i32> {
 /// inherit the mask) and taken with sigtimedwait by the main loop, which
 /// also keeps the kernel from dropping them: PID 1 gets no signal that has
 /// the default action unless it is blocked or handled.
-pub const HANDLED_SIGNALS: &[libc::c_int] = &[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2, libc::SIGPWR];
+pub const HANDLED_SIGNALS: &[Signal] = &[Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGPWR];
 
-fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data initialised by sigemptyset.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in sigs {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
+fn handled() -> SigSet {
+    HANDLED_SIGNALS.iter().copied().collect()
 }
 
 /// Makes a child start with no blocked signals. Threads and children
@@ -166,75 +132,26 @@ fn sigset(sigs: &[libc::c_int]) -> libc::sigset_t {
 /// this, `mailfort serve` would never see the SIGTERM that asks it to stop.
 pub fn unblock_signals_in_child(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: runs in the child between fork and exec; sigemptyset and
-    // sigprocmask are async-signal-safe and touch only the child's mask.
+    // SAFETY: the closure runs in the child between fork and exec; it
+    // allocates nothing, and sigemptyset and sigprocmask (all it calls) are
+    // async-signal-safe and touch only the child's mask.
     unsafe {
-        cmd.pre_exec(|| {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
+        cmd.pre_exec(|| Ok(nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?));
     }
 }
 
 pub fn block_signals() -> io::Result<()> {
-    let set = sigset(HANDLED_SIGNALS);
-    // SAFETY: set is initialised; the old mask is not wanted.
-    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::from_raw_os_error(r))
-    }
+    Ok(handled().thread_block()?)
 }
 
 /// Waits up to `timeout` for one of the handled signals.
-pub fn wait_signal(timeout: Duration) -> Option<libc::c_int> {
-    let set = sigset(HANDLED_SIGNALS);
+pub fn wait_signal(timeout: Duration) -> Option<Signal> {
+    let set = handled();
     let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-    // SAFETY: set and ts are initialised; info may be null.
-    let r = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &ts) };
-    (r > 0).then_some(r)
-}
-
-pub fn signal_name(sig: libc::c_int) -> &'static str {
-    match sig {
-        libc::SIGCHLD => "SIGCHLD",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPWR => "SIGPWR",
-        _ => "signal",
-    }
-}
-
-pub use admin::term::EchoOff;
-
-/// Puts a serial line into the state a person at a terminal expects:
-/// line editing, echo, CR to NL on input and NL to CR NL on output, 8N1.
-/// The speed is left as the kernel set it from `console=ttyS0,115200`.
-pub fn sane_terminal(fd: libc::c_int) {
-    // SAFETY: as above.
-    unsafe {
-        let mut t: libc::termios = std::mem::zeroed();
-        if libc::tcgetattr(fd, &mut t) != 0 {
-            return;
-        }
-        t.c_iflag |= libc::ICRNL | libc::IXON;
-        t.c_iflag &= !(libc::INLCR | libc::IGNCR);
-        t.c_oflag |= libc::OPOST | libc::ONLCR;
-        t.c_lflag |= libc::ICANON | libc::ECHO | libc::ECHOE | libc::ECHOK;
-        // No signals from the keyboard: a Ctrl-C on the console must not
-        // reach init (which takes SIGINT as a power-off request).
-        t.c_lflag &= !libc::ISIG;
-        t.c_cflag |= libc::CS8 | libc::CREAD | libc::CLOCAL;
-        libc::tcsetattr(fd, libc::TCSANOW, &t);
-    }
+    // SAFETY: nix has no sigtimedwait. `set` and `ts` are initialised and
+    // live across the call; the siginfo pointer may be null.
+    let r = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    Signal::try_from(r).ok()
 }
 
 #[cfg(test)]
@@ -261,5 +178,26 @@ mod tests {
         let (inherited, clean) = t.join().unwrap();
         assert_ne!(inherited, "0000000000000000", "the test no longer shows the inherited mask");
         assert_eq!(clean, "0000000000000000");
+    }
+
+    #[test]
+    fn a_killed_child_is_reported_as_128_plus_the_signal() {
+        let child = std::process::Command::new("/bin/sleep").arg("30").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert!(kill(pid, Signal::SIGKILL));
+        assert_eq!(wait_pid(pid, Duration::from_secs(10)), Some(128 + Signal::SIGKILL as i32));
+        let ok = std::process::Command::new("/bin/sh").args(["-c", "exit 7"]).spawn().unwrap();
+        assert_eq!(wait_pid(ok.id() as i32, Duration::from_secs(10)), Some(7));
+    }
+
+    #[test]
+    fn a_blocked_signal_is_taken_by_wait_signal() {
+        let t = std::thread::spawn(|| {
+            block_signals().unwrap();
+            // A signal sent to this thread alone.
+            nix::sys::pthread::pthread_kill(nix::sys::pthread::pthread_self(), Signal::SIGUSR2).unwrap();
+            (wait_signal(Duration::from_secs(5)), wait_signal(Duration::from_millis(10)))
+        });
+        assert_eq!(t.join().unwrap(), (Some(Signal::SIGUSR2), None));
     }
 }

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use dns::{EmbeddedServer, TsigAlgorithm, TsigKey, ZoneData};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use cluster::live::read_live_set;
 use store::{Address, DnsSettings, Store, TsigSettings};
 
@@ -99,10 +101,10 @@ impl DemoNode {
         self.child.as_ref().map(|c| c.id())
     }
 
-    fn signal(&self, sig: i32) -> bool {
+    /// Signals our own child.
+    fn signal(&self, sig: Signal) -> bool {
         match self.pid() {
-            // SAFETY: signalling our own child.
-            Some(pid) => unsafe { libc::kill(pid as i32, sig) == 0 },
+            Some(pid) => nix::sys::signal::kill(Pid::from_raw(pid as i32), sig).is_ok(),
             None => false,
         }
     }
@@ -159,7 +161,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         let r = watch_loop(&exe, &store, &store_dir, &mut nodes, &server).await;
         say("stopping the nodes");
         for n in &nodes {
-            n.signal(libc::SIGTERM);
+            n.signal(Signal::SIGTERM);
         }
         let start = Instant::now();
         while nodes.iter().any(|n| n.child.is_some()) && start.elapsed() < STOP_GRACE {
@@ -386,7 +388,7 @@ async fn command(line: &str, exe: &Path, store: &Arc<Store>, store_dir: &Path, n
                         n.start(exe, store_dir)?;
                         say(&format!("started {} (pid {})", n.name, n.pid().unwrap_or(0)));
                     }
-                } else if n.signal(if verb == "kill" { libc::SIGKILL } else { libc::SIGTERM }) {
+                } else if n.signal(if verb == "kill" { Signal::SIGKILL } else { Signal::SIGTERM }) {
                     say(&format!("sent {} to {}", if verb == "kill" { "SIGKILL" } else { "SIGTERM" }, n.name));
                 } else {
                     println!("  {} is not running", n.name);

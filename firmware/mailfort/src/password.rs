@@ -4,6 +4,7 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
+use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 
 pub fn obtain(from_stdin: bool) -> anyhow::Result<String> {
     let stdin = io::stdin();
@@ -40,32 +41,23 @@ fn prompt(text: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
-/// Turns terminal echo off while alive.
-struct EchoOff(Option<libc::termios>);
+/// Turns terminal echo off on standard input while alive.
+struct EchoOff(Option<Termios>);
 
 impl EchoOff {
     fn new() -> EchoOff {
-        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
-        unsafe {
-            let mut t: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(0, &mut t) != 0 {
-                return EchoOff(None);
-            }
-            let saved = t;
-            t.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(0, libc::TCSANOW, &t);
-            EchoOff(Some(saved))
-        }
+        let Ok(saved) = termios::tcgetattr(io::stdin()) else { return EchoOff(None) };
+        let mut t = saved.clone();
+        t.local_flags &= !LocalFlags::ECHO;
+        let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, &t);
+        EchoOff(Some(saved))
     }
 }
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        if let Some(t) = self.0 {
-            // SAFETY: restores the settings read in new().
-            unsafe {
-                libc::tcsetattr(0, libc::TCSANOW, &t);
-            }
+        if let Some(t) = &self.0 {
+            let _ = termios::tcsetattr(io::stdin(), SetArg::TCSANOW, t);
         }
     }
 }

@@ -8,6 +8,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::SystemTime;
 
+use nix::sys::time::TimeSpec;
+
 /// The mode of every file in the store: mail, password hashes and keys
 /// are for the mail system alone, never for other local users.
 pub const FILE_MODE: u32 = 0o600;
@@ -86,18 +88,9 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// NFS_SUPER_MAGIC (linux/magic.h).
-const NFS_SUPER_MAGIC: i64 = 0x6969;
-
-/// Whether `path` is on an NFS mount.
+/// Whether `path` is on an NFS mount (NFS_SUPER_MAGIC, linux/magic.h).
 pub fn is_nfs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
-    // SAFETY: a valid C string and a zeroed statfs buffer.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == NFS_SUPER_MAGIC
-    }
+    nix::sys::statfs::statfs(path).is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NFS_SUPER_MAGIC)
 }
 
 /// Makes the current names of an open file durable on an NFS server.
@@ -197,12 +190,7 @@ pub fn create_dir_durable(dir: &Path) -> io::Result<()> {
 /// set_to_server_time4) and returns that time.
 pub fn touch_server_time(path: &Path) -> io::Result<SystemTime> {
     let f = OpenOptions::new().write(true).create(true).truncate(false).mode(FILE_MODE).open(path)?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid fd and a null times pointer (= both times to now).
-    let rc = unsafe { libc::futimens(f.as_raw_fd(), std::ptr::null()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    nix::sys::stat::futimens(&f, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)?;
     let m = f.metadata()?;
     // Created just now under a umask that took owner bits off, or left
     // by an older version with the umask's mode.

@@ -26,6 +26,7 @@
 //! hashing of new passwords all share its buffers.
 
 use std::io;
+use std::num::NonZeroUsize;
 use std::ptr::NonNull;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
+use nix::sys::mman::{self, MapFlags, MmapAdvise, ProtFlags};
 
 /// Passwords longer than this are refused: argon2 takes any length, but a
 /// bound keeps a hostile client from making us hash megabytes.
@@ -127,14 +129,11 @@ unsafe impl Send for WorkBuffer {}
 
 impl WorkBuffer {
     fn new(blocks: usize) -> io::Result<WorkBuffer> {
-        let len = blocks * std::mem::size_of::<Block>();
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<Block>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-        Ok(WorkBuffer { ptr, blocks })
+        let len = NonZeroUsize::new(blocks * std::mem::size_of::<Block>()).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // no existing memory is touched.
+        let p = unsafe { mman::mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE) }?;
+        Ok(WorkBuffer { ptr: p.cast::<Block>(), blocks })
     }
 
     fn len_bytes(&self) -> usize {
@@ -150,10 +149,9 @@ impl WorkBuffer {
 
     /// Gives the pages back to the kernel; the next use reads zeros.
     fn release_pages(&mut self) {
-        // SAFETY: the range is exactly our mapping.
-        unsafe {
-            libc::madvise(self.ptr.as_ptr().cast(), self.len_bytes(), libc::MADV_DONTNEED);
-        }
+        // SAFETY: the range is exactly our mapping, and no borrow of it is
+        // alive (`&mut self`); its pages read as zeros afterwards.
+        let _ = unsafe { mman::madvise(self.ptr.cast(), self.len_bytes(), MmapAdvise::MADV_DONTNEED) };
     }
 }
 
@@ -161,9 +159,7 @@ impl Drop for WorkBuffer {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in new(); no borrow of it
         // outlives the buffer.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len_bytes());
-        }
+        let _ = unsafe { mman::munmap(self.ptr.cast(), self.len_bytes()) };
     }
 }
 

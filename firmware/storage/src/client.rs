@@ -19,13 +19,14 @@
 //!   lookup caches hid files created on another box for about 30 s; every
 //!   box must see another box's deliveries, locks and heartbeats at once.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::mount::{MntFlags, MsFlags};
 
 /// RFC 7530 3.1 and RFC 8881 2.9.3: NFSv4 servers listen on port 2049.
 pub const NFS_PORT: u16 = 2049;
@@ -114,16 +115,8 @@ impl StoreMount {
         fs::create_dir_all(&self.mountpoint).map_err(|e| NfsError::Mountpoint(self.mountpoint.clone(), e))?;
         let spec = self.source();
         let err = |err| NfsError::Mount { spec: spec.clone(), mountpoint: self.mountpoint.clone(), err };
-        let c_src = CString::new(spec.as_bytes()).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-        let c_dst = CString::new(self.mountpoint.as_os_str().as_bytes()).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-        let c_opts = CString::new(self.options()).map_err(|_| err(io::ErrorKind::InvalidInput.into()))?;
-        // SAFETY: every pointer is a NUL-terminated string that outlives the
-        // call; the NFS client parses `data` as text options.
-        let r = unsafe { libc::mount(c_src.as_ptr(), c_dst.as_ptr(), c"nfs4".as_ptr(), libc::MS_NOSUID | libc::MS_NODEV, c_opts.as_ptr().cast()) };
-        if r != 0 {
-            return Err(err(io::Error::last_os_error()));
-        }
-        Ok(())
+        // The NFS client parses `data` as text options.
+        nix::mount::mount(Some(spec.as_str()), &self.mountpoint, Some("nfs4"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(self.options().as_str())).map_err(|e| err(e.into()))
     }
 
     /// Mounts, retrying with back-off while the storage box is not up,
@@ -155,16 +148,10 @@ impl StoreMount {
 
 /// Unmounts `path`, forcing and detaching it if a plain unmount fails.
 pub fn unmount(path: &Path) -> Result<(), NfsError> {
-    let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| NfsError::Unmount { path: path.to_path_buf(), err: io::ErrorKind::InvalidInput.into() })?;
-    // SAFETY: c is a valid NUL-terminated path.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+    if nix::mount::umount2(path, MntFlags::empty()).is_ok() {
         return Ok(());
     }
-    // SAFETY: as above.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_FORCE | libc::MNT_DETACH) } == 0 {
-        return Ok(());
-    }
-    Err(NfsError::Unmount { path: path.to_path_buf(), err: io::Error::last_os_error() })
+    nix::mount::umount2(path, MntFlags::MNT_FORCE | MntFlags::MNT_DETACH).map_err(|e| NfsError::Unmount { path: path.to_path_buf(), err: e.into() })
 }
 
 /// An export path we are willing to put into a mount source: absolute,
