@@ -109,7 +109,7 @@ fn serve_from_config_file() {
     let cfg = f.dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("store = {:?}\nnode = \"cfgnode\"\nrank = 2\nsmtp = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\n[limits]\nmax_recipients = 5\n", f.store_arg()),
+        format!("store = {:?}\nnode = \"cfgnode\"\nrank = 2\nsmtp = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\n[limits]\nmax_recipients = 150\n", f.store_arg()),
     )
     .unwrap();
     let mut child = mailfort().args(["serve", "--config", cfg.to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();

@@ -1,6 +1,8 @@
-//! Limits and hostile input on the SMTP and POP3 ports: endless lines,
-//! NUL bytes, garbage, connection floods, idle clients, oversized
-//! messages, too many recipients and sessions that die part way.
+//! Limits and hostile input on the SMTP and POP3 ports of a running node:
+//! endless lines, NUL bytes, garbage, connection floods, idle clients and
+//! clients that stop reading. The size and recipient limits and sessions
+//! that die part way are protocol rules, tested in-process
+//! (`firmware/maild/tests/sessions/`).
 
 use testsupport::prelude::*;
 
@@ -48,33 +50,6 @@ fn total_connection_limit() {
     let node = start(&f, "max_connections = 10\n");
     let out = python("limits_connections.py", &node, &f, &[("MODE", "total"), ("LIMIT", "10")]);
     assert!(out.contains("ok freed place reused"), "{out}");
-}
-
-#[test]
-fn message_size_and_recipient_limits() {
-    let f = Fixture::new();
-    let node = start(&f, "max_message_size = 10000\nmax_recipients = 2\n");
-    let out = python("limits_smtp.py", &node, &f, &[]);
-    for step in [
-        "ok declared SIZE over the limit -> 552 at MAIL",
-        "ok undeclared size over the limit -> 552 after DATA, nothing stored",
-        "ok exactly max_message_size accepted",
-        "ok too many recipients -> 452 4.5.3",
-    ] {
-        assert!(out.contains(step), "missing {step:?} in:\n{out}");
-    }
-    assert!(spool_is_empty(&f));
-}
-
-#[test]
-fn aborted_sessions_store_nothing() {
-    let f = Fixture::new();
-    let node = start(&f, "");
-    let out = python("limits_abort.py", &node, &f, &[]);
-    for step in ["ok dropped mid-DATA: nothing stored", "ok dropped at other points: nothing stored", "ok refused message: nothing stored"] {
-        assert!(out.contains(step), "missing {step:?} in:\n{out}");
-    }
-    assert!(spool_is_empty(&f));
 }
 
 #[test]

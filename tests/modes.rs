@@ -6,26 +6,10 @@
 use testsupport::prelude::*;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 /// AUTH PLAIN for alice@example.test / secret (RFC 4616).
 const ALICE_PLAIN: &str = "AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=";
-
-fn loose_modes(dir: &Path, out: &mut Vec<String>) {
-    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let m = std::fs::symlink_metadata(e.path()).expect("stat");
-        let mode = m.permissions().mode() & 0o777;
-        let want = if m.is_dir() { 0o700 } else { 0o600 };
-        if mode != want {
-            out.push(format!("{} {:o}", e.path().display(), mode));
-        }
-        if m.is_dir() {
-            loose_modes(&e.path(), out);
-        }
-    }
-}
-
 fn smtp_send(addr: std::net::SocketAddr, auth: bool, from: &str, to: &str) {
     let mut s = Wire::connect(addr);
     assert_eq!(s.reply().0, 220);
@@ -56,7 +40,7 @@ fn store_is_private_under_umask_022() {
     assert!(pop.cmd("PASS secret").starts_with("+OK maildrop has 1 messages"));
     let mut loose = Vec::new();
     // While the maildrop lock is held.
-    loose_modes(&f.store, &mut loose);
+    testsupport::store::loose_modes(&f.store, &mut loose);
     assert!(pop.cmd("QUIT").starts_with("+OK"));
     node.signal(libc::SIGTERM);
     assert!(node.wait_exit(Duration::from_secs(20)).is_some(), "the node did not stop");
@@ -66,6 +50,6 @@ fn store_is_private_under_umask_022() {
     if std::fs::metadata(&f.store).expect("root").permissions().mode() & 0o777 != 0o700 {
         loose.push(format!("{} (the root)", f.store.display()));
     }
-    loose_modes(&f.store, &mut loose);
+    testsupport::store::loose_modes(&f.store, &mut loose);
     assert!(loose.is_empty(), "store entries open to other users under umask 022:\n{}", loose.join("\n"));
 }

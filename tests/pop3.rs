@@ -214,25 +214,3 @@ fn lock_of_a_just_started_node_is_respected() {
     }
 }
 
-/// RFC 2449 4: a server that offers CAPA accepts command lines of up to
-/// 255 octets, so arguments longer than RFC 1939's 40 characters, such as
-/// a long address given to USER.
-#[test]
-fn long_user_names_log_in() {
-    let f = Fixture::new();
-    let long = "firstname.middlename.lastname.department@example.test";
-    assert!(long.len() > 40);
-    f.add_user(long, "pw");
-    let cfg = cfg_arg(&f.fast_config(""));
-    let node = Node::start(&f, "node1", &["--config", &cfg, "--allow-plaintext-auth"]);
-    let mut w = connect_pop3(&node);
-    let r = w.cmd(&format!("USER {long}"));
-    assert!(r.starts_with("+OK"), "USER with a {}-character address: {r}", long.len());
-    let r = w.cmd("PASS pw");
-    assert_eq!(r, "+OK maildrop has 0 messages (0 octets)");
-    assert!(w.cmd("QUIT").starts_with("+OK"));
-    // Longer than a command line may be: refused, not a crash.
-    let mut w = connect_pop3(&node);
-    let r = w.cmd(&format!("USER {}@example.test", "a".repeat(300)));
-    assert!(r.starts_with("-ERR"), "{r}");
-}

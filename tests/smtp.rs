@@ -11,14 +11,6 @@ fn inbound_smtp_with_smtplib() {
 }
 
 #[test]
-fn smuggling_patterns_are_refused() {
-    let f = Fixture::new();
-    let node = Node::start(&f, "node1", &[]);
-    let out = python("smtp_smuggling.py", &node, &f, &[]);
-    assert!(out.contains("ok dot-unstuffing exact"), "{out}");
-}
-
-#[test]
 fn submission_over_tls() {
     let f = Fixture::new();
     let cfg = f.fast_config("");

@@ -95,7 +95,7 @@ pub fn target(dns: &DnsSettings) -> Result<DnsTarget, TargetError> {
 }
 
 /// The announcer's report under the store's root.
-pub const DNS_STATE_FILE: &str = "cluster/dns-state.toml";
+pub const DNS_STATE_FILE: &str = store::layout::DNS_STATE;
 /// A periodic re-check comes a little less than `recheck_secs` after the
 /// previous report was written (the write follows its check); this much
 /// earlier still counts as due, so the report is renewed at every re-check.
@@ -131,7 +131,7 @@ impl DnsState {
 }
 
 pub fn dns_state_path(store: &Store) -> PathBuf {
-    store.root().join(DNS_STATE_FILE)
+    store.layout().dns_state()
 }
 
 /// Why the announcer's report cannot be read.

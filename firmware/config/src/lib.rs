@@ -8,16 +8,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use store::settings::{MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP};
+use store::settings::{MAX_RECIPIENTS_LIMIT, MESSAGE_SIZE_HARD_CAP, MIN_MESSAGE_SIZE_LIMIT, MIN_RECIPIENTS_LIMIT};
 
 /// What is wrong with a node configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("max_line must be at least {} (RFC 5321 4.5.3.1.4)", proto::smtp::MIN_COMMAND_LINE)]
     MaxLine,
-    #[error("max_recipients must be {MIN_NODE_RECIPIENTS} to {MAX_RECIPIENTS_LIMIT}, not {0}")]
+    #[error("max_recipients must be {MIN_RECIPIENTS_LIMIT} to {MAX_RECIPIENTS_LIMIT} (RFC 5321 4.5.3.1.8), not {0}")]
     Recipients(usize),
-    #[error("max_message_size must be {MIN_NODE_MESSAGE_SIZE} to {MESSAGE_SIZE_HARD_CAP} bytes, not {0}")]
+    #[error("max_message_size must be {MIN_MESSAGE_SIZE_LIMIT} to {MESSAGE_SIZE_HARD_CAP} bytes (RFC 5321 4.5.3.1.7), not {0}")]
     MessageSize(u64),
     #[error("connection limits must be at least 1")]
     Connections,
@@ -44,16 +44,6 @@ pub enum ConfigError {
     #[error("outbound: concurrency and retry_base_secs must be at least 1, retry_max_secs at least retry_base_secs")]
     Outbound,
 }
-
-/// The smallest recipient limit a node's own configuration may set. Lower
-/// than the cluster's floor (`store::settings::MIN_RECIPIENTS_LIMIT`, the
-/// RFC 5321 4.5.3.1.8 minimum of 100) only so that tests can reach the
-/// limit with a few accounts.
-pub const MIN_NODE_RECIPIENTS: usize = 1;
-/// The smallest message size limit a node's own configuration may set
-/// (tests use small limits; the cluster's floor is
-/// `store::settings::MIN_MESSAGE_SIZE_LIMIT`).
-pub const MIN_NODE_MESSAGE_SIZE: u64 = 1024;
 
 /// Development defaults, all on loopback (production boxes use the
 /// standard ports through their configuration).
@@ -219,7 +209,7 @@ impl Limits {
         if self.max_line < proto::smtp::MIN_COMMAND_LINE {
             return Err(ConfigError::MaxLine);
         }
-        if !(MIN_NODE_RECIPIENTS..=MAX_RECIPIENTS_LIMIT).contains(&self.max_recipients) {
+        if !(MIN_RECIPIENTS_LIMIT..=MAX_RECIPIENTS_LIMIT).contains(&self.max_recipients) {
             return Err(ConfigError::Recipients(self.max_recipients));
         }
         if self.max_connections < 1 || self.max_connections_per_ip < 1 || self.max_connections_per_network < 1 || self.max_connections_per_ipv6_48 < 1 || self.max_connections_per_network_busy < 1 {
@@ -240,7 +230,7 @@ impl Limits {
         if self.max_concurrent_auth < 1 {
             return Err(ConfigError::ConcurrentAuth);
         }
-        if !(MIN_NODE_MESSAGE_SIZE..=MESSAGE_SIZE_HARD_CAP).contains(&self.max_message_size) {
+        if !(MIN_MESSAGE_SIZE_LIMIT..=MESSAGE_SIZE_HARD_CAP).contains(&self.max_message_size) {
             return Err(ConfigError::MessageSize(self.max_message_size));
         }
         Ok(())
@@ -457,15 +447,17 @@ mod tests {
     }
 
     #[test]
-    fn size_and_recipient_limits_share_the_clusters_upper_bounds() {
+    fn size_and_recipient_limits_share_the_clusters_bounds() {
         let l = Limits::default();
         assert!(l.validate().is_ok());
         let top = Limits { max_recipients: MAX_RECIPIENTS_LIMIT, max_message_size: MESSAGE_SIZE_HARD_CAP, ..l.clone() };
         assert!(top.validate().is_ok());
         assert_eq!(Limits { max_recipients: MAX_RECIPIENTS_LIMIT + 1, ..l.clone() }.validate(), Err(ConfigError::Recipients(MAX_RECIPIENTS_LIMIT + 1)));
-        assert_eq!(Limits { max_recipients: 0, ..l.clone() }.validate(), Err(ConfigError::Recipients(0)));
+        assert_eq!(Limits { max_recipients: MIN_RECIPIENTS_LIMIT - 1, ..l.clone() }.validate(), Err(ConfigError::Recipients(MIN_RECIPIENTS_LIMIT - 1)));
+        let bottom = Limits { max_recipients: MIN_RECIPIENTS_LIMIT, max_message_size: MIN_MESSAGE_SIZE_LIMIT, ..l.clone() };
+        assert!(bottom.validate().is_ok());
         assert_eq!(Limits { max_message_size: MESSAGE_SIZE_HARD_CAP + 1, ..l.clone() }.validate(), Err(ConfigError::MessageSize(MESSAGE_SIZE_HARD_CAP + 1)));
-        assert_eq!(Limits { max_message_size: MIN_NODE_MESSAGE_SIZE - 1, ..l }.validate(), Err(ConfigError::MessageSize(MIN_NODE_MESSAGE_SIZE - 1)));
+        assert_eq!(Limits { max_message_size: MIN_MESSAGE_SIZE_LIMIT - 1, ..l }.validate(), Err(ConfigError::MessageSize(MIN_MESSAGE_SIZE_LIMIT - 1)));
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub const HOOKS: Hooks = Hooks { say: log_say, alarm: log_alarm, run: service::r
 pub fn prepare_store(settings: &NodeSettings, st: &mut StorageStatus) -> Result<(), StoreSetupError> {
     fs::create_dir_all(STORE_DIR).map_err(|err| StoreSetupError::Io { what: STORE_DIR, err })?;
     fs::create_dir_all(RECOVERY_DIR).map_err(|err| StoreSetupError::Io { what: RECOVERY_DIR, err })?;
-    let store = if Path::new(STORE_DIR).join("FORMAT").exists() {
+    let store = if store::layout::Layout::new(Path::new(STORE_DIR)).format().exists() {
         store::Store::open(Path::new(STORE_DIR))?
     } else {
         let Some(domain) = settings.domain.as_deref() else {

@@ -40,7 +40,7 @@ const MAX_KEY_FILE: u64 = 16 * 1024;
 /// The active-selector file holds one selector.
 const MAX_SELECTOR_FILE: u64 = 512;
 
-const DKIM_DIR: &str = "dkim";
+const DKIM_DIR: &str = store::layout::DKIM;
 const ACTIVE_FILE: &str = "selector";
 const KEY_SUFFIX: &str = ".pem";
 /// RFC 7468 10: the PEM label of a PKCS#8 private key.

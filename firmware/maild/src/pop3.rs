@@ -195,6 +195,18 @@ impl Session {
                 return Ok(Flow::Continue);
             }
         };
+        // Commands that move nothing on hold a connection slot as long as
+        // they come: before a login every command counts (a login ends
+        // the AUTHORIZATION state), after it NOOP and RSET do, as SMTP's
+        // NOOP/RSET/VRFY/HELP. Past MAX_JUNK_COMMANDS the session ends.
+        let junk = match self.state {
+            State::Authorization { .. } => !matches!(cmd, Command::Quit),
+            State::Transaction(_) => matches!(cmd, Command::Noop | Command::Rset),
+        };
+        if junk && self.core.junk_command() {
+            self.err("too many commands without progress").await?;
+            return Ok(Flow::Close);
+        }
         match self.state {
             State::Authorization { .. } => self.authorization(cmd).await,
             State::Transaction(_) => self.transaction(cmd).await,
@@ -376,6 +388,8 @@ impl Session {
         let n = messages.len();
         tracing::info!(peer = %self.peer, user = %user, messages = n, "POP3 login");
         self.state = State::Transaction(Maildrop { user, lock, refresher, deleted: vec![false; n], messages });
+        // A login is progress: the junk count starts again.
+        self.core.useful();
         // RFC 1939 7 (PASS)
         self.ok(&format!("maildrop has {n} messages ({total} octets)")).await?;
         Ok(Flow::Continue)

@@ -132,7 +132,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
     let dir = a.dir.canonicalize()?;
     let store_dir = dir.join("store");
-    let store = if store_dir.join("FORMAT").exists() { Store::open(&store_dir)? } else { Store::init(&store_dir, DOMAIN, None)? };
+    let store = if store::layout::Layout::new(&store_dir).format().exists() { Store::open(&store_dir)? } else { Store::init(&store_dir, DOMAIN, None)? };
     if !store.is_local_domain(DOMAIN) {
         anyhow::bail!("{} holds a store that does not serve {DOMAIN}; use another --dir", store_dir.display());
     }

@@ -105,7 +105,7 @@ pub enum HeartbeatError {
 impl Store {
     /// Where heartbeats are: `<store>/cluster/nodes/`.
     pub fn nodes_dir(&self) -> PathBuf {
-        self.root().join("cluster").join("nodes")
+        self.layout().nodes_dir()
     }
 
     fn heartbeat_path(&self, node: &str) -> PathBuf {

@@ -4,28 +4,10 @@
 //! Its own test binary, since the umask belongs to the whole process.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 use store::stats::StatsRecorder;
 use store::{Address, Claimant, Envelope, Store};
-
-/// Every entry under `dir` whose mode is not 0600 (files) or 0700
-/// (directories), with its mode.
-fn loose_modes(dir: &Path, out: &mut Vec<String>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let m = std::fs::symlink_metadata(e.path()).unwrap();
-        let mode = m.permissions().mode() & 0o777;
-        let want = if m.is_dir() { 0o700 } else { 0o600 };
-        if mode != want {
-            out.push(format!("{} {:o}", e.path().display(), mode));
-        }
-        if m.is_dir() {
-            loose_modes(&e.path(), out);
-        }
-    }
-}
 
 #[test]
 fn files_are_0600_and_directories_0700_under_umask_022() {
@@ -59,7 +41,7 @@ fn files_are_0600_and_directories_0700_under_umask_022() {
     if std::fs::metadata(&root).unwrap().permissions().mode() & 0o777 != 0o700 {
         loose.push(format!("{} (the root)", root.display()));
     }
-    loose_modes(&root, &mut loose);
+    testsupport::store::loose_modes(&root, &mut loose);
     assert!(loose.is_empty(), "entries not private under umask 022:\n{}", loose.join("\n"));
     // The spool, the Maildir, the queue, the accounts really were made.
     for p in ["accounts", "cluster.toml", "mail/example.test/alice/new", "queue", "stats/n1", "cluster/locks/queue.x", "spool/n2"] {

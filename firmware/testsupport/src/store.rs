@@ -1,7 +1,8 @@
 //! A temporary store with users, made and changed with `mailfort`
 //! commands as an administrator runs them.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// A command running the `mailfort` binary ([`crate::bin::mailfort_bin`]).
@@ -83,3 +84,20 @@ fn rand_tag() -> u64 {
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
+
+/// Every entry under `dir` whose mode is not 0600 (files) or 0700
+/// (directories), with its mode, added to `out` (the store's rule,
+/// whatever the umask).
+pub fn loose_modes(dir: &Path, out: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let m = std::fs::symlink_metadata(e.path()).expect("stat");
+        let mode = m.permissions().mode() & 0o777;
+        let want = if m.is_dir() { 0o700 } else { 0o600 };
+        if mode != want {
+            out.push(format!("{} {:o}", e.path().display(), mode));
+        }
+        if m.is_dir() {
+            loose_modes(&e.path(), out);
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! POP3 (RFC 1939, RFC 2449, RFC 5034) rules.
 
-use maild::session::MAX_BAD_COMMANDS;
+use maild::session::{MAX_BAD_COMMANDS, MAX_JUNK_COMMANDS};
 use maild::Service;
 
 use crate::harness::*;
@@ -283,5 +283,28 @@ async fn garbage_is_answered_until_the_bad_command_limit_then_cut_off() {
     }
     c.send(b"XYZZY\r\n").await;
     assert_eq!(c.closed().await, b"-ERR unknown command\r\n-ERR too many errors\r\n");
+    c.ended().await;
+}
+
+#[tokio::test]
+async fn commands_without_progress_are_cut_off_before_and_after_login() {
+    let h = Harness::new();
+    // Before a login: CAPA (or anything else) forever does not hold a slot.
+    let mut c = h.pop3().await;
+    for _ in 0..MAX_JUNK_COMMANDS {
+        assert!(c.pop("CAPA").await.starts_with("+OK"));
+        c.multi().await;
+    }
+    c.send(b"CAPA\r\n").await;
+    assert_eq!(c.closed().await, b"-ERR too many commands without progress\r\n");
+    c.ended().await;
+    // After it: NOOP and RSET count, the rest does not.
+    let mut c = login(&h).await;
+    for i in 0..MAX_JUNK_COMMANDS {
+        assert!(c.pop(if i % 2 == 0 { "NOOP" } else { "RSET" }).await.starts_with("+OK"), "command {i}");
+        assert!(c.pop("STAT").await.starts_with("+OK"));
+    }
+    c.send(b"NOOP\r\n").await;
+    assert_eq!(c.closed().await, b"-ERR too many commands without progress\r\n");
     c.ended().await;
 }

@@ -169,7 +169,8 @@ async fn junk_commands_are_cut_off_and_a_message_starts_the_count_again() {
     c.ended().await;
 }
 
-const MAX_SIZE: u64 = 10_000;
+/// The smallest size limit a node may have (RFC 5321 4.5.3.1.7: 64K).
+const MAX_SIZE: u64 = store::settings::MIN_MESSAGE_SIZE_LIMIT;
 
 /// A message of exactly `size` octets ending in CRLF, with lines that
 /// need dot-stuffing; and its stuffed form.
@@ -223,21 +224,28 @@ async fn the_message_size_limit_holds_at_mail_and_after_data() {
 
 #[tokio::test]
 async fn recipients_over_the_limit_get_452_and_the_others_the_message() {
-    let h = Harness::with(|c| c.limits.max_recipients = 2);
-    let mut c = h.smtp().await;
-    assert_eq!(c.cmd("EHLO client.example").await.0, 250);
-    assert_eq!(c.cmd("MAIL FROM:<carol@remote.test>").await.0, 250);
+    // The smallest limit a node may have: RFC 5321 4.5.3.1.8's 100.
+    const LIMIT: usize = store::settings::MIN_RECIPIENTS_LIMIT;
+    let h = Harness::with(|c| c.limits.max_recipients = LIMIT);
+    let mut c = submission(&h).await;
+    assert_eq!(c.cmd(&format!("AUTH PLAIN {}", b64(&format!("\0{ALICE}\0{ALICE_PASSWORD}")))).await.0, 235);
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").await.0, 250);
     assert_eq!(c.cmd("RCPT TO:<alice@example.test>").await.0, 250);
     assert_eq!(c.cmd("RCPT TO:<bob@example.test>").await.0, 250);
+    // A repeated recipient is one recipient.
+    assert_eq!(c.cmd("RCPT TO:<bob@example.test>").await.0, 250);
+    for i in 2..LIMIT {
+        assert_eq!(c.cmd(&format!("RCPT TO:<r{i}@elsewhere.test>")).await.0, 250, "recipient {i}");
+    }
     // RFC 5321 4.5.3.1.10; the count comes before any other check.
     for r in ["carol@example.test", "nobody@example.test", "x@elsewhere.test"] {
         assert_eq!(c.cmd(&format!("RCPT TO:<{r}>")).await, (452, "4.5.3 Too many recipients".into()), "{r}");
     }
     assert_eq!(c.cmd("DATA").await.0, 354);
-    assert_eq!(c.cmd("Subject: many\r\n\r\nto two\r\n.").await.0, 250);
+    assert_eq!(c.cmd("Subject: many\r\n\r\nto a hundred\r\n.").await.0, 250);
     assert_eq!((h.mailbox(ALICE).len(), h.mailbox(BOB).len()), (1, 1));
     // Per transaction.
-    assert_eq!(c.cmd("MAIL FROM:<carol@remote.test>").await.0, 250);
+    assert_eq!(c.cmd("MAIL FROM:<alice@example.test>").await.0, 250);
     assert_eq!(c.cmd("RCPT TO:<bob@example.test>").await.0, 250);
     assert_eq!(c.cmd("RCPT TO:<alice@example.test>").await.0, 250);
 }
