@@ -16,11 +16,10 @@ import time
 import urllib.parse
 
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 URL = os.environ["ADMIN_URL"].rstrip("/")
@@ -63,8 +62,17 @@ def submit(d, form_id, **fields):
             el.send_keys(value)
     form.find_element(By.CSS_SELECTOR, "button[type=submit], input[type=submit]").click()
     # The click returns before the answer is loaded: wait for the page
-    # with the form to go.
-    WebDriverWait(d, 30).until(EC.staleness_of(form))
+    # with the form to go. Chromium reports a form of a page that is being
+    # replaced either as stale or as "does not belong to the document":
+    # both mean the old page is gone.
+    def gone(_):
+        try:
+            form.is_enabled()
+            return False
+        except WebDriverException:
+            return True
+
+    WebDriverWait(d, 30).until(gone)
 
 
 def result_text(d):

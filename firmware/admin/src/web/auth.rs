@@ -308,16 +308,27 @@ mod tests {
         let g = l.begin(a).unwrap();
         // A second check from the same client while one runs: refused.
         assert!(l.begin(a).is_err());
+        let failed_at = Instant::now();
         assert_eq!(g.failed(), LOGIN_DELAY_START);
-        let wait = l.begin(a).err().unwrap();
-        assert!(wait > Duration::ZERO && wait <= LOGIN_DELAY_START);
+        // The delay refuses the client until it has run out. A loaded
+        // machine may take longer than the delay between these steps, so
+        // each refusal is asserted only while the delay surely still runs.
+        let running = || failed_at.elapsed() < LOGIN_DELAY_START / 2;
+        let (in_time, r) = (running(), l.begin(a));
+        if in_time {
+            let wait = r.err().expect("refused during the delay");
+            assert!(wait > Duration::ZERO && wait <= LOGIN_DELAY_START);
+        }
         // A v4-mapped address is the v4 client.
-        assert!(l.begin("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        let (in_time, r) = (running(), l.begin("::ffff:192.0.2.1".parse().unwrap()));
+        assert!(!in_time || r.is_err());
+        drop(r);
         // Another client is not affected.
         l.begin(b).unwrap().succeeded();
         // The failure is in the store, for the mail daemon and other nodes.
         let mail = store::LoginFailures::new(dir.path(), "n2-mail", policy());
-        assert!(matches!(mail.check(a), Verdict::Refused { .. }));
+        let (in_time, v) = (running(), mail.check(a));
+        assert!(!in_time || matches!(v, Verdict::Refused { .. }), "{v:?}");
         assert_eq!(mail.counts(a), (1, 1));
         assert!(std::fs::metadata(dir.path().join(store::login_failures::FAILURES_DIR).join("n1-admin")).is_ok());
     }
