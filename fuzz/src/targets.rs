@@ -602,7 +602,7 @@ fn multipart(input: &[u8], f: &mut Features) {
     let _ = is_multipart(&ct);
     let parts = match parse_multipart(&ct, body) {
         Err(e) => {
-            f.note(("multipart error", e.chars().filter(|c| !c.is_ascii_digit()).collect::<String>()));
+            f.note(("multipart error", format!("{e:?}")));
             return;
         }
         Ok(p) => p,

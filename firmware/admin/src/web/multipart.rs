@@ -69,18 +69,45 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// Why a multipart/form-data body was refused (RFC 7578, RFC 2046 5.1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MultipartError {
+    #[error("multipart form without a boundary")]
+    NoBoundary,
+    #[error("multipart boundary of a bad length")]
+    BoundaryLength,
+    #[error("multipart body without its boundary")]
+    NoDelimiter,
+    #[error("multipart delimiter line without its end")]
+    UnendedDelimiter,
+    #[error("junk after a multipart delimiter")]
+    JunkAfterDelimiter,
+    #[error("multipart body without its closing delimiter")]
+    NoClosingDelimiter,
+    #[error("more than {MAX_PARTS} parts in a form")]
+    TooManyParts,
+    #[error("multipart part without a header end")]
+    NoHeaderEnd,
+    #[error("multipart part header too long")]
+    HeaderTooLong,
+    #[error("multipart part without Content-Disposition")]
+    NoDisposition,
+    #[error("multipart part without a name")]
+    NoName,
+}
+
 /// Splits a multipart/form-data body into its parts.
-pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
-    let boundary = param(content_type, "boundary").ok_or("multipart form without a boundary")?;
+pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, MultipartError> {
+    let boundary = param(content_type, "boundary").ok_or(MultipartError::NoBoundary)?;
     if boundary.is_empty() || boundary.len() > MAX_BOUNDARY {
-        return Err("multipart boundary of a bad length".into());
+        return Err(MultipartError::BoundaryLength);
     }
     // The first delimiter may open the body without a line break before it.
     let delim = format!("\r\n--{boundary}").into_bytes();
     let mut rest: &[u8] = if body.starts_with(&delim[2..]) {
         &body[delim.len() - 2..]
     } else {
-        let i = find(body, &delim).ok_or("multipart body without its boundary")?;
+        let i = find(body, &delim).ok_or(MultipartError::NoDelimiter)?;
         &body[i + delim.len()..]
     };
     let mut parts = Vec::new();
@@ -89,25 +116,25 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
             return Ok(parts);
         }
         // Transport padding, then the line break ending the delimiter line.
-        let nl = find(rest, b"\r\n").ok_or("multipart delimiter line without its end")?;
+        let nl = find(rest, b"\r\n").ok_or(MultipartError::UnendedDelimiter)?;
         if rest[..nl].iter().any(|b| !matches!(b, b' ' | b'\t')) {
-            return Err("junk after a multipart delimiter".into());
+            return Err(MultipartError::JunkAfterDelimiter);
         }
         rest = &rest[nl + 2..];
-        let end = find(rest, &delim).ok_or("multipart body without its closing delimiter")?;
+        let end = find(rest, &delim).ok_or(MultipartError::NoClosingDelimiter)?;
         let part = &rest[..end];
         rest = &rest[end + delim.len()..];
         if parts.len() == MAX_PARTS {
-            return Err(format!("more than {MAX_PARTS} parts in a form"));
+            return Err(MultipartError::TooManyParts);
         }
         let (head, data) = match find(part, b"\r\n\r\n") {
             Some(i) => (&part[..i], &part[i + 4..]),
             // No header lines at all (RFC 2046 5.1.1: the blank line only).
             None if part.starts_with(b"\r\n") => (&part[..0], &part[2..]),
-            None => return Err("multipart part without a header end".into()),
+            None => return Err(MultipartError::NoHeaderEnd),
         };
         if head.len() > MAX_PART_HEADER {
-            return Err("multipart part header too long".into());
+            return Err(MultipartError::HeaderTooLong);
         }
         let head = String::from_utf8_lossy(head);
         let disposition = head
@@ -115,8 +142,8 @@ pub fn parse(content_type: &str, body: &[u8]) -> Result<Vec<Part>, String> {
             .filter_map(|l| l.split_once(':'))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition"))
             .map(|(_, v)| v.trim().to_string())
-            .ok_or("multipart part without Content-Disposition")?;
-        let name = param(&disposition, "name").ok_or("multipart part without a name")?;
+            .ok_or(MultipartError::NoDisposition)?;
+        let name = param(&disposition, "name").ok_or(MultipartError::NoName)?;
         parts.push(Part { name, filename: param(&disposition, "filename"), data: data.to_vec() });
     }
 }
@@ -147,7 +174,7 @@ mod tests {
         assert!(parse(ct, b"--xx\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nunterminated").is_err());
         assert!(parse(ct, b"--xx\r\nX: y\r\n\r\nv\r\n--xx--").is_err());
         let many: String = (0..=MAX_PARTS).map(|i| format!("--xx\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n")).collect::<String>() + "--xx--";
-        assert!(parse(ct, many.as_bytes()).unwrap_err().contains("more than"));
+        assert_eq!(parse(ct, many.as_bytes()).unwrap_err(), MultipartError::TooManyParts);
         // A preamble before the first delimiter is skipped.
         let p = parse(ct, b"preamble\r\n--xx\r\nContent-Disposition: form-data; name=a\r\n\r\nv\r\n--xx--").unwrap();
         assert_eq!((p[0].name.as_str(), p[0].data.as_slice()), ("a", &b"v"[..]));
