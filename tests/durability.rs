@@ -16,12 +16,7 @@ fn spool_files(f: &Fixture, node: &str) -> Vec<std::path::PathBuf> {
 }
 
 fn smtp_deliver(node: &Node, body: &str) {
-    let mut s = Wire::connect(node.smtp);
-    assert_eq!(s.reply().0, 220);
-    assert_eq!(s.smtp("EHLO client.example").0, 250);
-    assert_eq!(s.smtp("MAIL FROM:<carol@remote.test>").0, 250);
-    assert_eq!(s.smtp("RCPT TO:<alice@example.test>").0, 250);
-    assert_eq!(s.smtp("DATA").0, 354);
+    let mut s = begin_data(node);
     s.send(body.as_bytes());
     let (code, text) = s.smtp(".");
     assert_eq!(code, 250, "{text}");

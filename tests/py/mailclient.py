@@ -57,7 +57,8 @@ def send(host, sender, rcpt, token):
         print(f"000 {type(e).__name__}: {e}")
 
 
-def pop3(host, user, password):
+def messages(host, user, password):
+    """Every message of the maildrop, read over POP3 with STLS."""
     ctx = ssl.create_default_context()
     # The cluster's certificate is self-signed; the test checks mail, not PKI.
     ctx.check_hostname = False
@@ -68,33 +69,26 @@ def pop3(host, user, password):
         p.user(user)
         p.pass_(password)
         count, _ = p.stat()
+        out = []
         for i in range(1, count + 1):
             _, lines, _ = p.retr(i)
-            m = email.message_from_bytes(b"\r\n".join(lines))
-            print(m.get("Subject", ""))
+            out.append(email.message_from_bytes(b"\r\n".join(lines)))
+        return out
     finally:
         p.quit()
+
+
+def pop3(host, user, password):
+    for m in messages(host, user, password):
+        print(m.get("Subject", ""))
 
 
 def auth_results(host, user, password, token):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    p = poplib.POP3(host, 110, timeout=TIMEOUT)
-    try:
-        p.stls(context=ctx)
-        p.user(user)
-        p.pass_(password)
-        count, _ = p.stat()
-        for i in range(1, count + 1):
-            _, lines, _ = p.retr(i)
-            m = email.message_from_bytes(b"\r\n".join(lines))
-            if m.get("Subject", "") == token:
-                for v in m.get_all("Authentication-Results", []):
-                    print(" ".join(str(v).split()))
-                break
-    finally:
-        p.quit()
+    for m in messages(host, user, password):
+        if m.get("Subject", "") == token:
+            for v in m.get_all("Authentication-Results", []):
+                print(" ".join(str(v).split()))
+            break
 
 
 def admin(host, password, restart=None, poweroff=False):

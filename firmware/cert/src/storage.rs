@@ -68,8 +68,11 @@ pub(crate) fn link_new(dir: &Path, text: &str, name: &Path) -> io::Result<bool> 
     r
 }
 
+/// A random suffix for a temporary name in the shared `tls/` directory:
+/// random, because threads of one process and nodes with the same process
+/// id write there at the same moment (a clock reading collided).
 pub(crate) fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos() as u64).unwrap_or(0)
+    rand::random()
 }
 
 
