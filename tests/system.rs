@@ -201,6 +201,14 @@ fn patent_claims_on_the_appliance() {
     let results = f.client(&["auth-results", &f.ip("node2").to_string(), USER, PASSWORD, "before-failure"]);
     assert!(results.contains("; spf=") && results.contains("; dkim=") && results.contains("; dmarc="), "Authentication-Results of a message through node1's port 25: {results:?}");
 
+    f.step("IMAP on node2: a message that came in through node1 is read, flagged and moved to Archive");
+    f.deliver("node1", "filed-over-imap", &mut BTreeSet::new());
+    let filed = f.client(&["imap-file", &f.ip("node2").to_string(), USER, PASSWORD, "filed-over-imap", "Archive"]);
+    let mut filed_words = filed.split_whitespace();
+    let archive_uid = filed_words.next().unwrap_or_default().to_string();
+    let flags: Vec<&str> = filed_words.collect();
+    assert!(archive_uid.parse::<u32>().is_ok() && flags.contains(&"\\Flagged") && flags.contains(&"\\Seen"), "imap-file on node2 answered {filed:?}");
+
     f.step("claim 5: node1 fails (its VM killed); BIND drops it from the MX and the client host");
     f.layout.kill("node1", libc::SIGKILL).expect("kill node1");
     f.wait_mx(&["node2", "node3"]);
@@ -265,6 +273,10 @@ fn patent_claims_on_the_appliance() {
     wait::until("node2's QEMU to exit", BOOT_TIMEOUT, Duration::from_millis(500), || f.layout.pid("node2").is_none().then_some(()))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", f.layout.console_tail("node2", 30)));
     f.wait_mx(&["node1", "node3"]);
+
+    f.step("with node2 gone, node3 shows the message node2 filed over IMAP: the same UID in Archive, the same flags");
+    let shown = f.client(&["imap-show", &f.ip("node3").to_string(), USER, PASSWORD, "filed-over-imap", "Archive"]);
+    assert_eq!(shown, filed, "Archive through node3 after node2 stopped");
 
     f.step("done");
 }

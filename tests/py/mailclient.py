@@ -12,6 +12,14 @@ layout's network namespace) with Python's own smtplib and poplib.
         Logs in like pop3 and prints the Authentication-Results header
         field(s) of the message whose subject is TOKEN, unfolded, one a
         line; nothing when it has none.
+    mailclient.py imap-file HOST USER PASSWORD TOKEN FOLDER
+        Logs in over IMAP (port 143, after STARTTLS), finds the message
+        whose subject is TOKEN in INBOX, reads it whole (which sets \\Seen),
+        flags it \\Flagged and MOVEs it into FOLDER; prints the UID it has
+        there (from COPYUID) and its flags in FOLDER, as "UID FLAGS...".
+    mailclient.py imap-show HOST USER PASSWORD TOKEN FOLDER
+        Logs in over IMAP and prints "UID FLAGS..." of the message whose
+        subject is TOKEN in FOLDER (flags sorted), or "missing".
     mailclient.py admin HOST PASSWORD
         Logs in to the box's HTTPS admin page (port 443) with the admin
         password and prints each node of the dashboard's live set as
@@ -27,6 +35,7 @@ completed, whatever the server answered.
 """
 import email
 import http.client
+import imaplib
 import poplib
 import re
 import urllib.parse
@@ -57,12 +66,17 @@ def send(host, sender, rcpt, token):
         print(f"000 {type(e).__name__}: {e}")
 
 
-def messages(host, user, password):
-    """Every message of the maildrop, read over POP3 with STLS."""
+def insecure_context():
+    """The cluster's certificate is self-signed; the test checks mail, not PKI."""
     ctx = ssl.create_default_context()
-    # The cluster's certificate is self-signed; the test checks mail, not PKI.
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def messages(host, user, password):
+    """Every message of the maildrop, read over POP3 with STLS."""
+    ctx = insecure_context()
     p = poplib.POP3(host, 110, timeout=TIMEOUT)
     try:
         p.stls(context=ctx)
@@ -91,11 +105,57 @@ def auth_results(host, user, password, token):
             break
 
 
+def imap_login(host, user, password):
+    m = imaplib.IMAP4(host, 143, timeout=TIMEOUT)
+    m.starttls(ssl_context=insecure_context())
+    m.login(user, password)
+    return m
+
+
+def imap_find(m, folder, token):
+    typ, _ = m.select(folder)
+    if typ != "OK":
+        raise SystemExit(f"SELECT {folder}: {typ}")
+    typ, data = m.uid("SEARCH", "CHARSET", "UTF-8", "SUBJECT", token)
+    uids = data[0].split() if typ == "OK" and data and data[0] else []
+    return uids[0].decode() if uids else None
+
+
+def imap_flags(m, uid):
+    typ, data = m.uid("FETCH", uid, "(FLAGS)")
+    text = b" ".join(d if isinstance(d, bytes) else d[0] for d in data if d).decode()
+    flags = re.search(r"FLAGS \(([^)]*)\)", text)
+    return sorted(flags.group(1).split()) if flags else []
+
+
+def imap_file(host, user, password, token, folder):
+    m = imap_login(host, user, password)
+    uid = imap_find(m, "INBOX", token)
+    if uid is None:
+        raise SystemExit(f"{token} is not in INBOX")
+    typ, data = m.uid("FETCH", uid, "(BODY[])")
+    if typ != "OK" or token.encode() not in data[0][1]:
+        raise SystemExit(f"FETCH BODY[] of {token}: {typ} {data!r}")
+    m.uid("STORE", uid, "+FLAGS", "(\\Flagged)")
+    typ, data = m.uid("MOVE", uid, folder)
+    if typ != "OK":
+        raise SystemExit(f"MOVE: {typ} {data!r}")
+    copyuid = re.search(rb"COPYUID \d+ \d+ (\d+)", b" ".join(x for x in m.untagged_responses.get("OK", []) + data if isinstance(x, bytes)))
+    m.select(folder)
+    new_uid = copyuid.group(1).decode() if copyuid else imap_find(m, folder, token)
+    print(" ".join([new_uid] + imap_flags(m, new_uid)))
+    m.logout()
+
+
+def imap_show(host, user, password, token, folder):
+    m = imap_login(host, user, password)
+    uid = imap_find(m, folder, token)
+    print("missing" if uid is None else " ".join([uid] + imap_flags(m, uid)))
+    m.logout()
+
+
 def admin(host, password, restart=None, poweroff=False):
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    # The cluster's certificate is self-signed.
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = insecure_context()
 
     def request(method, path, body=None, cookies=None):
         c = http.client.HTTPSConnection(host, 443, context=ctx, timeout=TIMEOUT)
@@ -142,6 +202,10 @@ def main():
         pop3(*sys.argv[2:])
     elif len(sys.argv) == 6 and sys.argv[1] == "auth-results":
         auth_results(*sys.argv[2:])
+    elif len(sys.argv) == 7 and sys.argv[1] == "imap-file":
+        imap_file(*sys.argv[2:])
+    elif len(sys.argv) == 7 and sys.argv[1] == "imap-show":
+        imap_show(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "admin":
         admin(*sys.argv[2:])
     elif len(sys.argv) == 5 and sys.argv[1] == "admin-restart":
