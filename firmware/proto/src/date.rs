@@ -37,6 +37,19 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// (year, month 1-12, day 1-31) in the proleptic Gregorian calendar to days
+/// since 1970-01-01: the inverse of [`civil_from_days`] (H. Hinnant's
+/// algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +61,16 @@ mod tests {
         assert_eq!(Rfc5322(1_795_995_848).to_string(), "Sun, 29 Nov 2026 23:44:08 +0000");
         assert_eq!(Rfc5322(951_782_400).to_string(), "Tue, 29 Feb 2000 00:00:00 +0000");
         assert_eq!(Rfc5322(-1).to_string(), "Wed, 31 Dec 1969 23:59:59 +0000");
+    }
+
+    #[test]
+    fn days_round_trip() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 2, 29), 951_782_400 / 86_400);
+        assert_eq!(days_from_civil(1969, 12, 31), -1);
+        for z in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(z);
+            assert_eq!(days_from_civil(y, m, d), z);
+        }
     }
 }

@@ -38,6 +38,7 @@ pub mod assembly;
 pub mod blocking;
 pub mod fsutil;
 pub mod heartbeat;
+pub mod imap;
 pub mod layout;
 pub mod lock;
 pub mod login_failures;

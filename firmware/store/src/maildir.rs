@@ -28,7 +28,7 @@ pub struct Spool {
 /// Message names must be unique across nodes and across restarts of one
 /// node: seconds, microseconds, a per-process counter that starts at a
 /// random value, and the node name (DESIGN: `<secs>.<micros>_<counter>.<node>`).
-fn unique_name(node: &str) -> String {
+pub(crate) fn unique_name(node: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let base = *START.get_or_init(|| rand::random::<u32>() as u64);
@@ -144,7 +144,7 @@ impl Store {
     }
 }
 
-fn sort_key(uid: &str) -> (u64, u64, &str) {
+pub(crate) fn sort_key(uid: &str) -> (u64, u64, &str) {
     let (secs, rest) = uid.split_once('.').unwrap_or((uid, ""));
     let micros = rest.split('_').next().unwrap_or("");
     (secs.parse().unwrap_or(u64::MAX), micros.parse().unwrap_or(u64::MAX), uid)

@@ -5,3 +5,4 @@
 pub mod types;
 
 pub use types::*;
+pub mod parse;
