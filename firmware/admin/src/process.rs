@@ -27,13 +27,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("submissions", "submission over TLS listen addresses, or off"),
     ("pop3", "POP3 listen addresses, or off"),
     ("pop3s", "POP3 over TLS listen addresses, or off"),
+    ("imap", "IMAP (STARTTLS) listen addresses, or off"),
+    ("imaps", "IMAP over TLS listen addresses, or off"),
     ("admin.listen", "HTTPS admin page listen addresses, or off"),
     ("inbound.dns_server", "DNS resolver for SPF/DKIM/DMARC checks, IP:PORT (`default`: the system's)"),
     ("outbound.dns_server", "DNS resolver for MX lookups, IP:PORT (`default`: the system's)"),
 ];
 
 /// Keys whose value is a list.
-const LIST_KEYS: &[&str] = &["advertise", "smtp", "submission", "submissions", "pop3", "pop3s", "admin.listen"];
+const LIST_KEYS: &[&str] = &["advertise", "smtp", "submission", "submissions", "pop3", "pop3s", "imap", "imaps", "admin.listen"];
 
 /// Why a node setting was refused or could not be saved. Nothing changes
 /// when one is.

@@ -25,6 +25,8 @@ pub enum ConfigError {
     BusyPercent,
     #[error("timeouts must be at least 1 second")]
     Timeouts,
+    #[error("imap_idle_timeout_secs must be at least {MIN_IMAP_IDLE_SECS} (RFC 3501 5.4)")]
+    ImapIdle,
     #[error("data_min_rate must be at least 1 byte per second")]
     DataMinRate,
     #[error("message_memory_per_session must be at least {MIN_MESSAGE_MEMORY} and message_memory_total at least message_memory_per_session")]
@@ -52,6 +54,11 @@ pub const DEV_SUBMISSION: &str = "127.0.0.1:2587";
 pub const DEV_SUBMISSIONS: &str = "127.0.0.1:2465";
 pub const DEV_POP3: &str = "127.0.0.1:2110";
 pub const DEV_POP3S: &str = "127.0.0.1:2995";
+pub const DEV_IMAP: &str = "127.0.0.1:2143";
+pub const DEV_IMAPS: &str = "127.0.0.1:2993";
+/// RFC 3501 5.4: an inactivity autologout timer, when there is one, must
+/// be at least 30 minutes after login.
+pub const MIN_IMAP_IDLE_SECS: u64 = 30 * 60;
 
 /// Smallest in-memory message buffer per session: smaller ones would turn
 /// every few lines of a message into a write of its own.
@@ -96,6 +103,11 @@ pub struct Limits {
     /// timer at 10 minutes at least.
     pub smtp_idle_timeout_secs: u64,
     pub pop3_idle_timeout_secs: u64,
+    /// Seconds an IMAP session may be inactive after login (RFC 3501 5.4:
+    /// at least 30 minutes; an IDLE command is not inactivity, RFC 2177
+    /// has clients re-issue it every 29 minutes). Before login the session
+    /// has a shorter, fixed time (`maild::imap`).
+    pub imap_idle_timeout_secs: u64,
     /// Seconds to wait for each block of message data (RFC 5321 4.5.3.2.5
     /// suggests 3 minutes for the client side; the server waits as long).
     pub data_timeout_secs: u64,
@@ -150,6 +162,7 @@ impl Default for Limits {
             max_connections_per_network_busy: 16,
             smtp_idle_timeout_secs: 300,
             pop3_idle_timeout_secs: 600,
+            imap_idle_timeout_secs: MIN_IMAP_IDLE_SECS,
             data_timeout_secs: 180,
             data_min_rate: 500,
             data_grace_secs: 180,
@@ -188,6 +201,9 @@ impl Limits {
     pub fn pop3_idle(&self) -> Duration {
         Duration::from_secs(self.pop3_idle_timeout_secs)
     }
+    pub fn imap_idle(&self) -> Duration {
+        Duration::from_secs(self.imap_idle_timeout_secs)
+    }
     pub fn data_timeout(&self) -> Duration {
         Duration::from_secs(self.data_timeout_secs)
     }
@@ -220,6 +236,9 @@ impl Limits {
         }
         if self.smtp_idle_timeout_secs < 1 || self.pop3_idle_timeout_secs < 1 || self.data_timeout_secs < 1 {
             return Err(ConfigError::Timeouts);
+        }
+        if self.imap_idle_timeout_secs < MIN_IMAP_IDLE_SECS {
+            return Err(ConfigError::ImapIdle);
         }
         if self.data_min_rate < 1 {
             return Err(ConfigError::DataMinRate);
@@ -328,6 +347,9 @@ pub struct NodeConfig {
     pub submissions: Vec<SocketAddr>,
     pub pop3: Vec<SocketAddr>,
     pub pop3s: Vec<SocketAddr>,
+    /// IMAP (RFC 3501) with STARTTLS, and IMAP over implicit TLS (RFC 8314).
+    pub imap: Vec<SocketAddr>,
+    pub imaps: Vec<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     /// Addresses published in DNS for this node. Default: the addresses
@@ -364,6 +386,8 @@ impl Default for NodeConfig {
             submissions: a(DEV_SUBMISSIONS),
             pop3: a(DEV_POP3),
             pop3s: a(DEV_POP3S),
+            imap: a(DEV_IMAP),
+            imaps: a(DEV_IMAPS),
             tls_cert: None,
             tls_key: None,
             advertise: Vec::new(),
@@ -409,7 +433,7 @@ impl NodeConfig {
             return Err(ConfigError::TlsPair);
         }
         // A node with every listener off may still deliver the queue.
-        if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() && !self.outbound.enabled {
+        if self.smtp.is_empty() && self.submission.is_empty() && self.submissions.is_empty() && self.pop3.is_empty() && self.pop3s.is_empty() && self.imap.is_empty() && self.imaps.is_empty() && !self.outbound.enabled {
             return Err(ConfigError::NothingToServe);
         }
         if self.outbound.concurrency < 1 || self.outbound.retry_base_secs < 1 || self.outbound.retry_max_secs < self.outbound.retry_base_secs {

@@ -45,12 +45,14 @@ const CONFIG_WAIT: Duration = Duration::from_secs(5);
 /// What the image builder says about the image (`role=`, `kernel=`, ...).
 const IMAGE_INFO: &str = "/etc/mailfort/image";
 /// Standard ports (RFC 5321 4.5.4.2 / IANA; RFC 6409 3.1; RFC 8314 7.3;
-/// RFC 1939 3; RFC 8314 7.3).
+/// RFC 1939 3; RFC 8314 7.3; RFC 3501 2.1; RFC 8314 7.3).
 const PORT_SMTP: u16 = 25;
 const PORT_SUBMISSION: u16 = 587;
 const PORT_SUBMISSIONS: u16 = 465;
 const PORT_POP3: u16 = 110;
 const PORT_POP3S: u16 = 995;
+const PORT_IMAP: u16 = 143;
+const PORT_IMAPS: u16 = 993;
 /// The admin page (HTTPS, RFC 9110 4.2.2).
 const PORT_ADMIN_HTTPS: u16 = 443;
 
@@ -351,7 +353,7 @@ fn serve_spec(s: &NodeSettings, node: &str, addr: Option<std::net::Ipv4Addr>) ->
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/init"));
     let ip = addr.map(|a| a.to_string()).unwrap_or_else(|| "0.0.0.0".into());
     let mut args: Vec<String> = vec!["serve".into(), "--store".into(), STORE_MOUNT.into(), "--node".into(), node.into(), "--rank".into(), s.rank.unwrap_or(1).to_string()];
-    for (flag, port) in [("--smtp", PORT_SMTP), ("--submission", PORT_SUBMISSION), ("--submissions", PORT_SUBMISSIONS), ("--pop3", PORT_POP3), ("--pop3s", PORT_POP3S)] {
+    for (flag, port) in [("--smtp", PORT_SMTP), ("--submission", PORT_SUBMISSION), ("--submissions", PORT_SUBMISSIONS), ("--pop3", PORT_POP3), ("--pop3s", PORT_POP3S), ("--imap", PORT_IMAP), ("--imaps", PORT_IMAPS)] {
         args.push(flag.into());
         args.push(format!("{ip}:{port}"));
     }
@@ -493,7 +495,7 @@ mod tests {
         s.set("rank", "2").unwrap();
         let spec = serve_spec(&s, "mail2", Some("192.0.2.12".parse().unwrap()));
         let a = spec.args.join(" ");
-        assert!(a.starts_with("serve --store /store --node mail2 --rank 2 --smtp 192.0.2.12:25 --submission 192.0.2.12:587 --submissions 192.0.2.12:465 --pop3 192.0.2.12:110 --pop3s 192.0.2.12:995 --advertise 192.0.2.12"), "{a}");
+        assert!(a.starts_with("serve --store /store --node mail2 --rank 2 --smtp 192.0.2.12:25 --submission 192.0.2.12:587 --submissions 192.0.2.12:465 --pop3 192.0.2.12:110 --pop3s 192.0.2.12:995 --imap 192.0.2.12:143 --imaps 192.0.2.12:993 --advertise 192.0.2.12"), "{a}");
         let spec = serve_spec(&NodeSettings::default(), "m", None);
         assert!(spec.args.join(" ").contains("--smtp 0.0.0.0:25") && !spec.args.contains(&"--advertise".to_string()));
     }

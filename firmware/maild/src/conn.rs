@@ -147,6 +147,41 @@ impl Conn {
         }
     }
 
+    /// Waits for more input until `deadline` and appends it to the receive
+    /// buffer; replies still buffered are sent first. Unlike
+    /// [`Conn::fill`] it is cancel-safe (bytes are appended only once
+    /// read), for a session that waits for input beside other events (IMAP
+    /// IDLE, RFC 2177). While nothing is pending it gives way to a server
+    /// shutdown, and holds no more buffer than it needs.
+    pub async fn read_more(&mut self, deadline: tokio::time::Instant) -> Result<usize, ConnError> {
+        self.flush().await?;
+        let idle = self.buffered().is_empty();
+        if idle {
+            if *self.shutdown.borrow() {
+                return Err(ConnError::Shutdown);
+            }
+            self.rbuf = Vec::new();
+            self.rpos = 0;
+        }
+        let mut tmp = vec![0u8; if idle { IDLE_READ } else { READ_CHUNK }];
+        let mut shutdown = self.shutdown.clone();
+        let n = tokio::select! {
+            r = tokio::time::timeout_at(deadline, self.stream.read(&mut tmp)) => match r {
+                Err(_) => return Err(ConnError::Timeout),
+                Ok(Err(e)) => return Err(e.into()),
+                Ok(Ok(0)) => return Err(ConnError::Closed),
+                Ok(Ok(n)) => n,
+            },
+            _ = shutdown.changed(), if idle => return Err(ConnError::Shutdown),
+        };
+        if self.rpos > 0 && self.rpos * 2 > self.rbuf.capacity() {
+            self.rbuf.drain(..self.rpos);
+            self.rpos = 0;
+        }
+        self.rbuf.extend_from_slice(&tmp[..n]);
+        Ok(n)
+    }
+
     /// Queues reply bytes; they go out at the next read or flush.
     pub fn queue(&mut self, bytes: &[u8]) {
         self.wbuf.extend_from_slice(bytes);

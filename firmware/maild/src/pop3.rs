@@ -408,6 +408,7 @@ impl Session {
         }
         let State::Transaction(md) = &mut self.state else { return Ok(Flow::Close) };
         let core = &mut self.core;
+        let store = self.shared.store.clone();
         match cmd {
             Command::Noop => ok(core, "").await?,
             Command::Stat => {
@@ -438,11 +439,11 @@ impl Session {
                 core.send(s.as_bytes()).await?;
             }
             Command::Retr(n) => match md.message(n) {
-                Ok(m) => send_message(core, m, None).await?,
+                Ok(m) => send_message(core, &store, m, None).await?,
                 Err(e) => err(core, &e.to_string()).await?,
             },
             Command::Top { msg, lines } => match md.message(msg) {
-                Ok(m) => send_message(core, m, Some(lines)).await?,
+                Ok(m) => send_message(core, &store, m, Some(lines)).await?,
                 Err(e) => err(core, &e.to_string()).await?,
             },
             Command::Dele(n) => match md.index(n) {
@@ -497,14 +498,23 @@ impl Session {
 
 /// RETR (whole message) or TOP (headers and `lines` body lines), dot-
 /// stuffed (RFC 1939 3) and streamed from the file.
-async fn send_message(core: &mut Core, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
+async fn send_message(core: &mut Core, store: &Arc<store::Store>, m: &MessageEntry, lines: Option<u32>) -> Result<(), ConnError> {
+    // IMAP may have renamed the file since the listing (flags live in its
+    // name); the unique name, and so the UIDL, stays.
+    let path = {
+        let (s, e) = (store.clone(), m.clone());
+        match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || s.current_path(&e)).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return err(core, "message was removed by another session").await,
+            Err(_) => return err(core, "[SYS/TEMP] message cannot be read now").await,
+        }
+    };
     let head = match lines {
         None => format!("+OK {} octets\r\n", m.size),
         Some(_) => "+OK\r\n".to_string(),
     };
     if m.size <= WHOLE_READ_MAX {
         // Small messages (most mail) in one trip to the blocking pool.
-        let path = m.path.clone();
         let data = match store::blocking::call(store::blocking::STORE_CALL_DEADLINE, move || std::fs::read(path)).await {
             Ok(Ok(d)) => d,
             _ => {
@@ -526,7 +536,7 @@ async fn send_message(core: &mut Core, m: &MessageEntry, lines: Option<u32>) -> 
         out.extend_from_slice(stuffer.finish());
         return core.send(&out).await;
     }
-    let mut file = match tokio::fs::File::open(&m.path).await {
+    let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) => {
             tracing::error!(path = %m.path.display(), error = %e, "cannot open message");

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use crate::auth::Authenticator;
 use crate::config::NodeConfig;
 use crate::conn::Conn;
-use crate::{pop3, smtp, tls};
+use crate::{imap, pop3, smtp, tls};
 
 /// How long a TLS handshake may take before the connection is dropped.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +59,10 @@ pub enum Service {
     Pop3,
     /// Port 995: POP3 over implicit TLS (RFC 8314 3.3).
     Pop3s,
+    /// Port 143 (RFC 3501) with STARTTLS (RFC 3501 6.2.1).
+    Imap,
+    /// Port 993: IMAP over implicit TLS (RFC 8314 3.3).
+    Imaps,
 }
 
 impl Service {
@@ -69,15 +73,21 @@ impl Service {
             Service::Submissions => "submissions",
             Service::Pop3 => "pop3",
             Service::Pop3s => "pop3s",
+            Service::Imap => "imap",
+            Service::Imaps => "imaps",
         }
     }
 
     fn implicit_tls(self) -> bool {
-        matches!(self, Service::Submissions | Service::Pop3s)
+        matches!(self, Service::Submissions | Service::Pop3s | Service::Imaps)
     }
 
     fn is_pop3(self) -> bool {
         matches!(self, Service::Pop3 | Service::Pop3s)
+    }
+
+    fn is_imap(self) -> bool {
+        matches!(self, Service::Imap | Service::Imaps)
     }
 }
 
@@ -106,6 +116,8 @@ pub struct Shared {
     pub stats: StatsRecorder,
     /// Message data held in memory by all sessions together.
     pub message_memory: Arc<crate::memory::MemoryBudget>,
+    /// The IMAP folders watched for IDLE sessions on this node.
+    pub imap_watchers: crate::imap::Watchers,
     counts: Mutex<ConnCounts>,
 }
 
@@ -228,7 +240,7 @@ impl Shared {
     #[allow(clippy::too_many_arguments)]
     pub fn new(config: NodeConfig, store: Arc<Store>, auth: Authenticator, tls: tokio_rustls::TlsAcceptor, instance: String, verifier: Option<mailauth::Verifier>, stats: StatsRecorder, cluster: Member) -> Shared {
         let message_memory = Arc::new(crate::memory::MemoryBudget::new(config.limits.message_memory_total));
-        Shared { config, store, auth, tls, instance, verifier, stats, cluster, queue_notify: tokio::sync::Notify::new(), message_memory, counts: Mutex::new(ConnCounts::default()) }
+        Shared { config, store, auth, tls, instance, verifier, stats, cluster, queue_notify: tokio::sync::Notify::new(), message_memory, imap_watchers: crate::imap::Watchers::default(), counts: Mutex::new(ConnCounts::default()) }
     }
 
     pub fn store_healthy(&self) -> bool {
@@ -312,6 +324,8 @@ impl Node {
             (Service::Submissions, &config.submissions),
             (Service::Pop3, &config.pop3),
             (Service::Pop3s, &config.pop3s),
+            (Service::Imap, &config.imap),
+            (Service::Imaps, &config.imaps),
         ] {
             for addr in addrs {
                 let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen for {service} on {addr}"))?;
@@ -484,6 +498,10 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
             let refusal: &'static [u8] = if service.is_pop3() {
                 // RFC 3206 4: a temporary condition of the server.
                 b"-ERR [SYS/TEMP] too many connections, try again later\r\n"
+            } else if service.is_imap() {
+                // RFC 3501 7.1.5: BYE as the greeting refuses the
+                // connection; RFC 5530 3: UNAVAILABLE.
+                b"* BYE [UNAVAILABLE] too many connections, try again later\r\n"
             } else {
                 // RFC 5321 3.8, 4.2.3: 421 closes the transmission channel.
                 b"421 4.7.0 Too many connections, try again later\r\n"
@@ -497,7 +515,13 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
         }
     };
     let shared = shared.clone();
-    let write_timeout = if service.is_pop3() { shared.config.limits.pop3_idle() } else { shared.config.limits.smtp_idle() };
+    let write_timeout = if service.is_pop3() {
+        shared.config.limits.pop3_idle()
+    } else if service.is_imap() {
+        crate::imap::WRITE_TIMEOUT
+    } else {
+        shared.config.limits.smtp_idle()
+    };
     tokio::spawn(async move {
         let _slot = slot;
         let _done = done;
@@ -515,6 +539,8 @@ fn spawn_session(shared: &Arc<Shared>, service: Service, mut sock: TcpStream, pe
         };
         if service.is_pop3() {
             pop3::Session::new(shared, conn, peer).run().await;
+        } else if service.is_imap() {
+            imap::Session::new(shared, conn, peer).run().await;
         } else {
             smtp::Session::new(shared, conn, peer, service).run().await;
         }

@@ -26,7 +26,7 @@ const DOMAIN: &str = "example.test";
 const DEMO_USER: &str = "demo@example.test";
 const NODES: usize = 3;
 /// Ports of node 1; node N adds (N-1) x NODE_PORT_STEP.
-const BASE_PORTS: [(&str, u16); 6] = [("smtp", 2525), ("submission", 2587), ("submissions", 2465), ("pop3", 2110), ("pop3s", 2995), ("admin", 2443)];
+const BASE_PORTS: [(&str, u16); 8] = [("smtp", 2525), ("submission", 2587), ("submissions", 2465), ("pop3", 2110), ("pop3s", 2995), ("imap", 2143), ("imaps", 2993), ("admin", 2443)];
 const NODE_PORT_STEP: u16 = 10_000;
 /// How often the demo looks at the live set and the zone.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -63,9 +63,23 @@ impl DemoNode {
     }
 
     /// Writes the node's settings file on the first run; later runs keep
-    /// what was changed on the admin page.
+    /// what was changed on the admin page, adding only the listeners of
+    /// services the file does not name yet (a demo made before them would
+    /// otherwise have every node on the same default port).
     fn write_config(&self, store: &Path) -> anyhow::Result<()> {
         if self.config.exists() {
+            let text = std::fs::read_to_string(&self.config).with_context(|| format!("cannot read {}", self.config.display()))?;
+            let mut t: toml::Table = text.parse().with_context(|| format!("cannot parse {}", self.config.display()))?;
+            let mut added = false;
+            for (svc, addr) in &self.ports {
+                if *svc != "admin" && !t.contains_key(*svc) {
+                    t.insert(svc.to_string(), toml::Value::Array(vec![addr.to_string().into()]));
+                    added = true;
+                }
+            }
+            if added {
+                std::fs::write(&self.config, toml::to_string(&t)?).with_context(|| format!("cannot write {}", self.config.display()))?;
+            }
             return Ok(());
         }
         let mut t = toml::Table::new();
@@ -275,10 +289,10 @@ fn print_banner(dir: &Path, nodes: &[DemoNode], password: &str, admin_password: 
     println!("  demo user    {DEMO_USER}   password {password}");
     println!("  DNS server   {dns}   (dig @{} -p {} MX {DOMAIN})", dns.ip(), dns.port());
     println!("  admin page   https://{}/   password {admin_password}   (self-signed certificate)\n", nodes[0].port("admin"));
-    println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  log", "node", "smtp", "subm", "subms", "pop3", "pop3s", "admin", "pid");
+    println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  log", "node", "smtp", "subm", "subms", "pop3", "pop3s", "imap", "imaps", "admin", "pid");
     for n in nodes {
         let p = |s: &str| n.port(s).port();
-        println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  {}", n.name, p("smtp"), p("submission"), p("submissions"), p("pop3"), p("pop3s"), p("admin"), n.pid().unwrap_or(0), n.log.display());
+        println!("  {:<6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6}  {:>7}  {}", n.name, p("smtp"), p("submission"), p("submissions"), p("pop3"), p("pop3s"), p("imap"), p("imaps"), p("admin"), n.pid().unwrap_or(0), n.log.display());
     }
     println!("\n  all on 127.0.0.1; logins without TLS are allowed in the demo.");
     println!("  try:  swaks --server {} --to {DEMO_USER}", nodes[0].port("smtp"));
@@ -370,7 +384,7 @@ async fn command(line: &str, exe: &Path, store: &Arc<Store>, store_dir: &Path, n
                     None => "never started".into(),
                 };
                 let proc_ = n.pid().map(|p| format!("pid {p}")).unwrap_or_else(|| "not running".into());
-                println!("  {}  rank {}  {:<12}  {}  smtp {}  pop3 {}", n.name, n.index, proc_, state, n.port("smtp"), n.port("pop3"));
+                println!("  {}  rank {}  {:<12}  {}  smtp {}  pop3 {}  imap {}", n.name, n.index, proc_, state, n.port("smtp"), n.port("pop3"), n.port("imap"));
             }
             let mut mx = server.data().mx;
             mx.sort();

@@ -231,6 +231,12 @@ struct ServeArgs {
     /// POP3 over implicit TLS listen address (repeatable; `off`).
     #[arg(long, value_name = "ADDR")]
     pop3s: Vec<String>,
+    /// IMAP (STARTTLS) listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    imap: Vec<String>,
+    /// IMAP over implicit TLS listen address (repeatable; `off`).
+    #[arg(long, value_name = "ADDR")]
+    imaps: Vec<String>,
     /// PEM certificate chain (default: the cluster's self-signed one).
     #[arg(long, value_name = "FILE")]
     tls_cert: Option<PathBuf>,
@@ -428,6 +434,8 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
         ("submissions", &a.submissions, &mut cfg.submissions),
         ("pop3", &a.pop3, &mut cfg.pop3),
         ("pop3s", &a.pop3s, &mut cfg.pop3s),
+        ("imap", &a.imap, &mut cfg.imap),
+        ("imaps", &a.imaps, &mut cfg.imaps),
         ("admin", &a.admin, &mut cfg.admin.listen),
     ] {
         if let Some(v) = listen_flag(flag, values)? {

@@ -853,6 +853,7 @@ impl Store {
             }
         }
         let mut locked = self.lock_folder(f.addr, &name, &dir, who)?;
+        sweep_temporaries(&dir);
         let stamp = Stamp::of(&dir);
         let s = scan(&dir, true)?;
         let claimed = reconcile(&dir, &mut locked.record, s, mode)?;
@@ -1133,6 +1134,14 @@ impl Store {
     /// ([`DEFAULT_FOLDERS`]), subscribed. Cheap when they exist.
     pub fn imap_prepare(&self, addr: &Address) -> Result<(), ImapError> {
         let root = self.ensure_maildir(addr)?;
+        // A DELETE that a crash interrupted: finish it.
+        if let Ok(rd) = fs::read_dir(&root) {
+            for e in rd.flatten() {
+                if e.file_name().to_str().is_some_and(|n| n.starts_with(DELETING_PREFIX)) {
+                    let _ = fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let mut made = false;
         for (name, use_) in DEFAULT_FOLDERS {
             let dir = folder_dir(&root, name)?;
@@ -1364,6 +1373,24 @@ impl Store {
             text.push('\n');
         }
         fsutil::write_atomic(&path, text.as_bytes()).map_err(io_fail(&path))
+    }
+}
+
+/// Removes what a crash left in a folder's directory: temporary records
+/// of [`fsutil::write_atomic`] older than [`crate::sweep::TEMP_MIN_AGE`]
+/// (the whole-store sweep does not walk Maildirs). Under the lease.
+fn sweep_temporaries(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let prefix = format!(".{RECORD}{}", fsutil::TEMP_MARK);
+    for e in rd.flatten() {
+        let n = e.file_name();
+        if !n.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            continue;
+        }
+        let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| SystemTime::now().duration_since(t).ok()).is_some_and(|age| age > crate::sweep::TEMP_MIN_AGE);
+        if old {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 

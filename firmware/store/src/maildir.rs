@@ -121,27 +121,69 @@ impl Store {
     }
 
     /// Removes messages (POP3 UPDATE state) and makes the removal durable.
+    /// A message renamed since it was listed (IMAP keeps flags in the file
+    /// name) is found by its unique name and removed all the same.
     pub fn delete_messages(&self, paths: &[&Path]) -> Result<(), StoreError> {
-        let mut dirs: Vec<&Path> = Vec::new();
+        let mut dirs: Vec<PathBuf> = Vec::new();
         for p in paths {
+            let mut target = p.to_path_buf();
             match fs::remove_file(p) {
                 Ok(()) => {}
-                // Already removed (another session on another node, before
-                // the lock was ours): the wish is fulfilled.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match renamed(p) {
+                    Some(now) => {
+                        match fs::remove_file(&now) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => return Err(StoreError::Io { path: now.clone(), source: e }),
+                        }
+                        target = now;
+                    }
+                    // Already removed (another session on another node,
+                    // before the lock was ours): the wish is fulfilled.
+                    None => {}
+                },
                 Err(e) => return Err(StoreError::Io { path: p.to_path_buf(), source: e }),
             }
-            if let Some(d) = p.parent() {
-                if !dirs.contains(&d) {
-                    dirs.push(d);
+            if let Some(d) = target.parent() {
+                if !dirs.iter().any(|x| x == d) {
+                    dirs.push(d.to_path_buf());
                 }
             }
         }
         for d in dirs {
-            fsutil::sync_dir(d).map_err(io_err(d))?;
+            fsutil::sync_dir(&d).map_err(io_err(&d))?;
         }
         Ok(())
     }
+
+    /// Where a listed message is now: its listed path, or the name it was
+    /// renamed to since (a flag change over IMAP moves it to `cur/` with
+    /// a new info suffix; its unique name stays). `None` once removed.
+    pub fn current_path(&self, m: &MessageEntry) -> Option<PathBuf> {
+        if m.path.exists() {
+            return Some(m.path.clone());
+        }
+        renamed(&m.path)
+    }
+}
+
+/// The name a message file at `old` (`<maildir>/{new,cur}/<base>[:2,...]`)
+/// has now, if it is still in that Maildir under the same base name.
+fn renamed(old: &Path) -> Option<PathBuf> {
+    let name = old.file_name()?.to_str()?;
+    let base = name.split(':').next()?;
+    let md = old.parent()?.parent()?;
+    for sub in ["cur", "new"] {
+        let dir = md.join(sub);
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let n = e.file_name();
+            if n.to_str().and_then(|n| n.split(':').next()) == Some(base) {
+                return Some(e.path());
+            }
+        }
+    }
+    None
 }
 
 pub(crate) fn sort_key(uid: &str) -> (u64, u64, &str) {
@@ -167,6 +209,15 @@ impl Spool {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Makes what was written durable and returns the spool file's path,
+    /// for a caller that links it somewhere itself (IMAP APPEND); dropping
+    /// the spool afterwards removes only the spool's own name.
+    pub fn sync(&mut self) -> io::Result<&Path> {
+        let f = self.file.as_mut().ok_or_else(|| io::Error::other("spool already committed"))?;
+        f.sync_all()?;
+        Ok(&self.path)
     }
 
     pub fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {

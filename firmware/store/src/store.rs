@@ -12,8 +12,17 @@ use crate::fsutil;
 use crate::layout::{self, Layout};
 use crate::settings::{ClusterLimits, ClusterSettings, SenderSettings};
 
-/// The FORMAT file's content for stores this code can run on.
-pub const FORMAT_VERSION: &str = "mailfort-store 1";
+/// The FORMAT file's content for stores this code can run on. Version 2
+/// added IMAP: folders (`.Name/` Maildir++ subfolders), flags in message
+/// file names and one UID record per folder (`imap`). A node of version 1
+/// would not follow a message renamed by a flag change, so it must refuse
+/// such a store, and does: it knows only its own version.
+pub const FORMAT_VERSION: &str = "mailfort-store 2";
+/// Older formats [`Store::open`] upgrades in place. From 1: nothing to
+/// convert; each folder's UID record is written when IMAP first looks at
+/// the folder, numbering its messages in delivery order, which is also
+/// the order POP3 lists them in; nothing is renamed or renumbered.
+pub const UPGRADABLE_FORMATS: &[&str] = &["mailfort-store 1"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -96,7 +105,10 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotAStore(root.to_path_buf())),
             Err(e) => return Err(StoreError::Io { path: format_path, source: e }),
         };
-        if found.trim() != FORMAT_VERSION {
+        if UPGRADABLE_FORMATS.contains(&found.trim()) {
+            fsutil::write_atomic(&format_path, format!("{FORMAT_VERSION}\n").as_bytes()).map_err(io_err(&format_path))?;
+            tracing::info!(store = %root.display(), from = found.trim(), to = FORMAT_VERSION, "upgraded the store's format");
+        } else if found.trim() != FORMAT_VERSION {
             return Err(StoreError::UnknownFormat { path: root.to_path_buf(), found: found.trim().chars().take(80).collect() });
         }
         let (settings, stamp) = Self::read_settings_stamped(root)?;

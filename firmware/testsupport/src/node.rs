@@ -21,6 +21,8 @@ pub struct Node {
     pub submissions: SocketAddr,
     pub pop3: SocketAddr,
     pub pop3s: SocketAddr,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
     /// The admin page (only with `--admin`).
     pub admin: SocketAddr,
     pub log: PathBuf,
@@ -36,7 +38,7 @@ impl Node {
         if !has("--store") {
             args.extend(["--store".to_string(), f.store_arg().to_string()]);
         }
-        for svc in ["--smtp", "--submission", "--submissions", "--pop3", "--pop3s"] {
+        for svc in ["--smtp", "--submission", "--submissions", "--pop3", "--pop3s", "--imap", "--imaps"] {
             if !has(svc) {
                 args.push(svc.into());
                 args.push("127.0.0.1:0".into());
@@ -72,7 +74,7 @@ impl Node {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_else(|| "127.0.0.1:9".parse().expect("addr"))
         };
-        Node { name: name.to_string(), smtp: addr("smtp"), submission: addr("submission"), submissions: addr("submissions"), pop3: addr("pop3"), pop3s: addr("pop3s"), admin: addr("admin"), child, log }
+        Node { name: name.to_string(), smtp: addr("smtp"), submission: addr("submission"), submissions: addr("submissions"), pop3: addr("pop3"), pop3s: addr("pop3s"), imap: addr("imap"), imaps: addr("imaps"), admin: addr("admin"), child, log }
     }
 
     pub fn env(&self) -> Vec<(String, String)> {
@@ -82,6 +84,8 @@ impl Node {
             ("SUBMISSIONS".into(), self.submissions.to_string()),
             ("POP3".into(), self.pop3.to_string()),
             ("POP3S".into(), self.pop3s.to_string()),
+            ("IMAP".into(), self.imap.to_string()),
+            ("IMAPS".into(), self.imaps.to_string()),
         ]
     }
 

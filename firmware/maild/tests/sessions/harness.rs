@@ -8,7 +8,7 @@ use std::time::Duration;
 use maild::auth::Authenticator;
 use maild::conn::Conn;
 use maild::server::Shared;
-use maild::{pop3, smtp, NodeConfig, Service};
+use maild::{imap, pop3, smtp, NodeConfig, Service};
 use store::stats::StatsRecorder;
 use store::{Address, Store};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, DuplexStream};
@@ -90,6 +90,7 @@ impl Harness {
         let session = tokio::spawn(async move {
             match service {
                 Service::Pop3 | Service::Pop3s => pop3::Session::new(shared, conn, peer).run().await,
+                Service::Imap | Service::Imaps => imap::Session::new(shared, conn, peer).run().await,
                 _ => smtp::Session::new(shared, conn, peer, service).run().await,
             }
         });
@@ -109,6 +110,14 @@ impl Harness {
         let mut c = self.connect(Service::Pop3).await;
         let g = c.line().await;
         assert!(g.starts_with("+OK"), "{g}");
+        c
+    }
+
+    /// An IMAP session, past its greeting.
+    pub async fn imap(&self) -> Client {
+        let mut c = self.connect(Service::Imap).await;
+        let g = c.line().await;
+        assert!(g.starts_with("* OK [CAPABILITY IMAP4rev1 "), "{g}");
         c
     }
 
@@ -232,6 +241,34 @@ impl Client {
             assert!(n > 0, "closed inside a multi-line response");
             if &body[start..] == b".\r\n" {
                 return body;
+            }
+        }
+    }
+
+    /// An IMAP command and every line of its response up to and with the
+    /// tagged one (literals inline, as sent).
+    pub async fn imap_cmd(&mut self, tag: &str, cmd: &str) -> Vec<String> {
+        self.send(format!("{tag} {cmd}\r\n").as_bytes()).await;
+        self.imap_until(tag).await
+    }
+
+    /// Lines up to and with the one starting with `tag ` (a literal's bytes
+    /// are read as announced and kept inline).
+    pub async fn imap_until(&mut self, tag: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let mut l = self.line().await;
+            while let Some(n) = l.strip_suffix('}').and_then(|x| x.rsplit_once('{')).and_then(|(_, n)| n.parse::<usize>().ok()) {
+                let mut buf = vec![0u8; n];
+                tokio::time::timeout(IO_TIMEOUT, self.io.read_exact(&mut buf)).await.expect("literal in time").expect("read");
+                l.push_str("\r\n");
+                l.push_str(&String::from_utf8_lossy(&buf));
+                l.push_str(&self.line().await);
+            }
+            let done = l.starts_with(&format!("{tag} "));
+            out.push(l);
+            if done {
+                return out;
             }
         }
     }

@@ -358,3 +358,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_version_1_store_is_upgraded_without_renumbering() {
+    let (d, s, a) = setup();
+    let root = d.path().join("s");
+    let n1 = deliver(&s, &a, "Subject: 1\r\n\r\nx\r\n");
+    let n2 = deliver(&s, &a, "Subject: 2\r\n\r\nx\r\n");
+    let pop_before: Vec<String> = s.list_messages(&a).unwrap().into_iter().map(|m| m.uid).collect();
+    drop(s);
+    // What a version 1 node left: FORMAT 1 and no UID records.
+    fs::write(root.join("FORMAT"), "mailfort-store 1\n").unwrap();
+    let s = Store::open(&root).unwrap();
+    assert_eq!(fs::read_to_string(root.join("FORMAT")).unwrap().trim(), crate::FORMAT_VERSION);
+    s.probe().unwrap();
+    let v = sync(&s, inbox(&a));
+    assert_eq!(v.msgs.iter().map(|m| (m.uid, m.base().to_string())).collect::<Vec<_>>(), vec![(1, n1), (2, n2)]);
+    assert_eq!(s.list_messages(&a).unwrap().into_iter().map(|m| m.uid).collect::<Vec<_>>(), pop_before);
+    // A version this code does not know is refused, and left as it is.
+    fs::write(root.join("FORMAT"), "mailfort-store 3\n").unwrap();
+    assert!(matches!(Store::open(&root), Err(StoreError::UnknownFormat { .. })));
+    assert_eq!(fs::read_to_string(root.join("FORMAT")).unwrap(), "mailfort-store 3\n");
+}
+
+#[test]
+fn pop3_follows_a_message_renamed_by_imap() {
+    let (_d, s, a) = setup();
+    deliver(&s, &a, "Subject: 1\r\n\r\nx\r\n");
+    let listed = s.list_messages(&a).unwrap();
+    // IMAP sets a flag while a POP3 session holds the listing.
+    sync(&s, inbox(&a));
+    s.imap_store(inbox(&a), who(), &[1], FlagMode::Add, Flags::SEEN, &[], None).unwrap();
+    assert!(!listed[0].path.exists());
+    let now = s.current_path(&listed[0]).expect("found under its new name");
+    assert_eq!(fs::read(&now).unwrap(), b"Subject: 1\r\n\r\nx\r\n");
+    s.delete_messages(&[listed[0].path.as_path()]).unwrap();
+    assert!(s.list_messages(&a).unwrap().is_empty());
+    assert_eq!(s.current_path(&listed[0]), None);
+}
