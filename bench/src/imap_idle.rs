@@ -121,6 +121,10 @@ pub async fn run_idle(a: IdleArgs) -> Result<bool> {
     if a.smtp.is_none() && a.maildir.is_none() {
         bail!("give --smtp HOST:PORT or --maildir DIR as the delivery path");
     }
+    if let Some(dir) = &a.maildir {
+        // new/, cur/ and tmp/ must be there.
+        crate::fill::fill(dir, 0, 0, a.owner.as_deref())?;
+    }
     let t = Duration::from_secs(a.timeout);
     let mut mb = Mbox::default();
     let (mut c, _) = open_selected(&a.target, None, t, &a.user, &a.password, &mut mb).await?;
