@@ -212,10 +212,12 @@ struct SessionOut {
     gone: u64,
     store_no_fetch: u64,
     store_wrong_flags: u64,
+    store_raced: u64,
     fetch_short: u64,
     still_listed: u64,
     no_uidvalidity: u64,
     refreshes: u64,
+    login_retries: u32,
     errors: Vec<String>,
     /// The session broke (connection error, timeout).
     broken: bool,
@@ -256,14 +258,59 @@ fn source(a_target: &str, per_net: usize, i: usize) -> Option<Ipv4Addr> {
     (per_net > 0 && is_loopback_v4(a_target)).then(|| spread_source(i, per_net))
 }
 
-/// Connects, logs in and selects INBOX.
-pub async fn open_selected(target: &str, src: Option<Ipv4Addr>, t: Duration, user: &str, pw: &str, mb: &mut Mbox) -> Result<(Client, Duration)> {
-    let mut c = Client::connect(target, src, t).await?;
-    let t0 = Instant::now();
-    c.login(user, pw).await?;
-    let login = t0.elapsed();
+/// A session logged in with INBOX selected.
+pub struct Opened {
+    pub client: Client,
+    /// LOGIN to its OK, the retries included.
+    pub login: Duration,
+    /// LOGINs answered NO [UNAVAILABLE] and tried again.
+    pub retries: u32,
+}
+
+/// LOGINs refused as busy on one connection before the next try is on a
+/// new one: mailfort counts a busy refusal as a failed login and closes
+/// the session at the third (`max_auth_failures`).
+const BUSY_PER_CONNECTION: u32 = 2;
+
+/// Connects and logs in; while the server answers NO [UNAVAILABLE] (busy),
+/// tries again after a pause of 50-300 ms, on a new connection after
+/// [`BUSY_PER_CONNECTION`] refusals, for up to `t`. Returns the client,
+/// the time from the first LOGIN to its OK, and the busy refusals.
+pub async fn connect_login(target: &str, src: Option<Ipv4Addr>, t: Duration, user: &str, pw: &str) -> Result<(Client, Duration, u32)> {
+    let give_up = Instant::now() + t;
+    let mut retries = 0u32;
+    let mut first: Option<Instant> = None;
+    let mut seed = (std::process::id() as u64) ^ ((src.map_or(0, u32::from) as u64) << 16) | 1;
+    loop {
+        let mut c = Client::connect(target, src, t).await?;
+        let mut busy_here = 0;
+        loop {
+            let t0 = *first.get_or_insert_with(Instant::now);
+            if c.login_once(user, pw).await? {
+                return Ok((c, t0.elapsed(), retries));
+            }
+            retries += 1;
+            busy_here += 1;
+            if Instant::now() >= give_up {
+                bail!("LOGIN {user}: the server stayed busy (NO [UNAVAILABLE]) for {t:?}, {retries} tries");
+            }
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            tokio::time::sleep(Duration::from_millis(50 + seed % 250)).await;
+            if busy_here >= BUSY_PER_CONNECTION {
+                c.logout().await;
+                break;
+            }
+        }
+    }
+}
+
+/// Connects, logs in ([`connect_login`]) and selects INBOX.
+pub async fn open_selected(target: &str, src: Option<Ipv4Addr>, t: Duration, user: &str, pw: &str, mb: &mut Mbox) -> Result<Opened> {
+    let (mut c, login, retries) = connect_login(target, src, t, user, pw).await?;
     c.command_ok("SELECT INBOX", &mut |r| mb.on(r)).await?;
-    Ok((c, login))
+    Ok(Opened { client: c, login, retries })
 }
 
 /// Learns the UIDs the session does not know yet (new messages at the end).
@@ -282,6 +329,9 @@ struct Ctx {
     run_id: String,
     seq: AtomicU64,
     size: usize,
+    /// One session per mailbox: answers must reflect this session's own
+    /// changes exactly.
+    solo: bool,
 }
 
 /// One command of the mix; Err only for a broken connection.
@@ -354,13 +404,14 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
             let r = c
                 .command(&format!("UID FETCH {uid} (RFC822.SIZE BODY.PEEK[])"), &mut |r| {
                     if let Some((_, items)) = r.fetch() {
-                        if item(&items, "UID").and_then(Tok::number) == Some(uid as u64) {
+                        // The answer, not a flag change told meanwhile.
+                        let body = match item(&items, "BODY[]") {
+                            Some(Tok::Lit(k)) => r.literals.get(*k).map(|b| b.as_slice()),
+                            Some(Tok::Str(s)) => Some(s.as_slice()),
+                            _ => None,
+                        };
+                        if item(&items, "UID").and_then(Tok::number) == Some(uid as u64) && (body.is_some() || item(&items, "RFC822.SIZE").is_some()) {
                             let size = item(&items, "RFC822.SIZE").and_then(Tok::number);
-                            let body = match item(&items, "BODY[]") {
-                                Some(Tok::Lit(k)) => r.literals.get(*k).map(|b| b.as_slice()),
-                                Some(Tok::Str(s)) => Some(s.as_slice()),
-                                _ => None,
-                            };
                             got = Some((size, body.map(<[u8]>::len), body.map_or(Check::Foreign, msg::check)));
                         }
                     }
@@ -368,7 +419,10 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
                 })
                 .await?;
             out.ops[i].lat.push(t0.elapsed());
-            if !r.ok() {
+            if r.status == "NO" && r.code("EXPUNGEISSUED").is_some() {
+                // RFC 5530: another session expunged it meanwhile.
+                out.gone += 1;
+            } else if !r.ok() {
                 fail(out, no(&r));
             } else {
                 match got {
@@ -414,6 +468,9 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
             } else {
                 match flags_back {
                     None => out.store_no_fetch += 1,
+                    // With other sessions on the mailbox, one of them may
+                    // have changed the flag again before the answer.
+                    Some(has) if has != (sign == '+') && !ctx.solo => out.store_raced += 1,
                     Some(has) if has != (sign == '+') => {
                         out.store_wrong_flags += 1;
                         fail(out, format!("{sign}FLAGS on {n}: FLAGS answered {}", if has { "with" } else { "without" }));
@@ -482,10 +539,11 @@ async fn session(
     let t = Duration::from_secs(a.timeout);
     let mut mb = Mbox::default();
     let mut c = match open_selected(&a.target, source(&a.target, a.sources_per_net, idx), t, &user, &pw, &mut mb).await {
-        Ok((c, login)) => {
-            out.login = Some(login);
+        Ok(o) => {
+            out.login = Some(o.login);
+            out.login_retries = o.retries;
             let _ = ready.send(Ready::Up).await;
-            c
+            o.client
         }
         Err(e) => {
             let msg = format!("session {idx} ({user}): {e:#}");
@@ -548,7 +606,7 @@ async fn seed(a: &ImapArgs, users: &[(String, String)], ctx: &Ctx) -> Result<()>
         let run = ctx.run_id.clone();
         tasks.push(tokio::spawn(async move {
             let mut mb = Mbox::default();
-            let (mut c, _) = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("seeding {u}"))?;
+            let mut c = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("seeding {u}"))?.client;
             let have = mb.exists();
             for k in have..want {
                 let m = msg::raw(&run, 1_000_000 + (i as u64) * 100_000 + k as u64, size, "bench@sender.test", "imap@example.test");
@@ -581,7 +639,7 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         bail!("give --duration or --ops, not both");
     }
     crate::limits::raise_nofile(a.sessions as u64 + 64);
-    let ctx = Arc::new(Ctx { run_id: msg::new_run_id(), seq: AtomicU64::new(0), size: a.size });
+    let ctx = Arc::new(Ctx { run_id: msg::new_run_id(), seq: AtomicU64::new(0), size: a.size, solo: a.sessions <= users.len() });
     seed(&a, &users, &ctx).await?;
 
     let a = Arc::new(a);
@@ -641,10 +699,12 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         tot.gone += o.gone;
         tot.store_no_fetch += o.store_no_fetch;
         tot.store_wrong_flags += o.store_wrong_flags;
+        tot.store_raced += o.store_raced;
         tot.fetch_short += o.fetch_short;
         tot.still_listed += o.still_listed;
         tot.no_uidvalidity += o.no_uidvalidity;
         tot.refreshes += o.refreshes;
+        tot.login_retries += o.login_retries;
         broken += o.broken as u64;
         errors.extend(o.errors);
     }
@@ -654,24 +714,26 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
 
     println!("imap target: {}", a.target);
     println!(
-        "sessions: {} ({} up) over {} mailbox(es); setup (connect, LOGIN, SELECT) {:.2} s, LOGIN p50 {:.1} ms p99 {:.1} ms",
+        "sessions: {} ({} up) over {} mailbox(es); setup (connect, LOGIN, SELECT) {:.2} s, LOGIN p50 {:.1} ms p99 {:.1} ms, {} LOGIN(s) tried again after NO [UNAVAILABLE]",
         a.sessions,
         up,
         users.len(),
         setup.as_secs_f64(),
         percentile_ms(&logins, 50.0),
-        percentile_ms(&logins, 99.0)
+        percentile_ms(&logins, 99.0),
+        tot.login_retries
     );
     println!("mix: {}", mix.iter().map(|(o, w)| format!("{}={w}", o.key())).collect::<Vec<_>>().join(","));
     println!("elapsed: {elapsed:.2} s, commands: {total_ops}, {:.1} commands/s", total_ops as f64 / elapsed);
     println!("{:<30} {:>8} {:>9} {:>9} {:>9} {:>7}", "command", "count", "ops/s", "p50 ms", "p99 ms", "failed");
     let mut summary = format!(
-        "summary: proto=imap sessions={} up={up} mailboxes={} elapsed_s={elapsed:.3} ops={total_ops} ops_per_s={:.1} failures={failures} broken={broken} login_p50_ms={:.2} login_p99_ms={:.2}",
+        "summary: proto=imap sessions={} up={up} mailboxes={} elapsed_s={elapsed:.3} ops={total_ops} ops_per_s={:.1} failures={failures} broken={broken} login_p50_ms={:.2} login_p99_ms={:.2} login_retries={}",
         a.sessions,
         users.len(),
         total_ops as f64 / elapsed,
         percentile_ms(&logins, 50.0),
-        percentile_ms(&logins, 99.0)
+        percentile_ms(&logins, 99.0),
+        tot.login_retries
     );
     for (k, op) in OPS.iter().enumerate() {
         let s = &mut per[k];
@@ -690,8 +752,8 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         tot.appenduid_missing, tot.size_mismatch, tot.corrupt, tot.bench_intact, tot.fetch_short, tot.store_wrong_flags, tot.still_listed, tot.no_uidvalidity
     );
     println!(
-        "notes: UID FETCH of a message expunged meanwhile {}, STORE without an untagged FETCH {}, UID refreshes {}",
-        tot.gone, tot.store_no_fetch, tot.refreshes
+        "notes: UID FETCH of a message expunged meanwhile {} (no answer or NO [EXPUNGEISSUED]), STORE without an untagged FETCH {}, STORE answered with another session's later flags {}, UID refreshes {}",
+        tot.gone, tot.store_no_fetch, tot.store_raced, tot.refreshes
     );
     if let Some(m) = mem {
         println!("server peak VmRSS {:.1} MiB (VmHWM {:.1} MiB)", mib(m.peak_rss_kib), mib(m.hwm_kib));

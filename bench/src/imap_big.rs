@@ -5,7 +5,7 @@
 
 use crate::fill;
 use crate::imap::Mbox;
-use crate::imapc::{item, Client, Tok};
+use crate::imapc::{item, Tok};
 use crate::stats::median_ms;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -57,8 +57,7 @@ pub async fn run(a: SelectBigArgs) -> Result<bool> {
     let mut ok = true;
     println!("{:<6} {:>10} {:>12} {:>14} {:>10}", "run", "EXISTS", "SELECT ms", "FETCH 1:* ms", "FETCHes");
     for k in 0..a.repeat {
-        let mut c = Client::connect(&a.target, None, t).await?;
-        c.login(&a.user, &a.password).await?;
+        let (mut c, _, _) = crate::imap::connect_login(&a.target, None, t, &a.user, &a.password).await?;
         let mut mb = Mbox::default();
         let t0 = Instant::now();
         c.command_ok("SELECT INBOX", &mut |r| mb.on(r)).await?;

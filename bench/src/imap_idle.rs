@@ -127,7 +127,7 @@ pub async fn run_idle(a: IdleArgs) -> Result<bool> {
     }
     let t = Duration::from_secs(a.timeout);
     let mut mb = Mbox::default();
-    let (mut c, _) = open_selected(&a.target, None, t, &a.user, &a.password, &mut mb).await?;
+    let mut c = open_selected(&a.target, None, t, &a.user, &a.password, &mut mb).await?.client;
     let mut smtp = match &a.smtp {
         Some(s) => Some(Smtp::open(s, t).await?),
         None => None,
@@ -283,19 +283,22 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
             let _permit = sem.acquire().await;
             let t0 = Instant::now();
             let mut mb = Mbox::default();
-            let (mut c, _) = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("session {i} ({u})"))?;
+            let o = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("session {i} ({u})"))?;
+            let mut c = o.client;
             let tag = c.idle_start(&mut |_| {}).await.with_context(|| format!("session {i}: IDLE"))?;
-            Ok::<(Client, String, Duration), anyhow::Error>((c, tag, t0.elapsed()))
+            Ok::<(Client, String, Duration, u32), anyhow::Error>((c, tag, t0.elapsed(), o.retries))
         }));
     }
     let mut open = Vec::new();
     let mut setup = Vec::new();
     let mut errors = Vec::new();
+    let mut retries = 0u64;
     for tk in tasks {
         match tk.await.map_err(|e| anyhow!("{e}"))? {
-            Ok((c, tag, d)) => {
+            Ok((c, tag, d, r)) => {
                 open.push((c, tag));
                 setup.push(d);
+                retries += u64::from(r);
             }
             Err(e) => errors.push(format!("{e:#}")),
         }
@@ -341,7 +344,7 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
     let per_pss = (with.pss_kib as f64 - before.pss_kib as f64) * 1024.0 / n;
     println!("imap target: {}", a.target);
     println!(
-        "sessions: {} of {} logged in, selected and idling, opened in {:.1} s ({} at once; per session p50 {:.0} ms, max {:.0} ms); {} answered DONE after {} s",
+        "sessions: {} of {} logged in, selected and idling, opened in {:.1} s ({} at once, {retries} LOGINs tried again after NO [UNAVAILABLE]; per session p50 {:.0} ms, max {:.0} ms); {} answered DONE after {} s",
         setup.len(),
         a.sessions,
         opened_in.as_secs_f64(),
@@ -364,7 +367,7 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
         println!("... {} errors in all", errors.len());
     }
     println!(
-        "summary: proto=imap-idle-many sessions={} wanted={} alive={alive} open_s={:.2} procs_before={} procs_with={} rss_before_kib={} rss_with_kib={} rss_peak_kib={} rss_after_kib={} pss_before_kib={} pss_with_kib={} per_session_rss_bytes={:.0} per_session_pss_bytes={:.0}",
+        "summary: proto=imap-idle-many sessions={} wanted={} alive={alive} login_retries={retries} open_s={:.2} procs_before={} procs_with={} rss_before_kib={} rss_with_kib={} rss_peak_kib={} rss_after_kib={} pss_before_kib={} pss_with_kib={} per_session_rss_bytes={:.0} per_session_pss_bytes={:.0}",
         setup.len(),
         a.sessions,
         opened_in.as_secs_f64(),

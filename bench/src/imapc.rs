@@ -347,15 +347,21 @@ impl Client {
         Ok(r)
     }
 
-    pub async fn login(&mut self, user: &str, password: &str) -> Result<()> {
+    /// One LOGIN: Ok(true) when logged in, Ok(false) when the server is
+    /// busy (NO [UNAVAILABLE]: mailfort bounds the password checks in
+    /// progress and asks the rest to come back), Err when refused.
+    pub async fn login_once(&mut self, user: &str, password: &str) -> Result<bool> {
         let r = self.command(&format!("LOGIN {} {}", quote(user), quote(password)), &mut |_| {}).await?;
         if !r.ok() {
+            if r.status == "NO" && r.code("UNAVAILABLE").is_some() {
+                return Ok(false);
+            }
             bail!("LOGIN {user}: {} {}", r.status, r.text);
         }
         if self.caps.is_empty() || !self.has_cap("IMAP4REV1") {
             self.command_ok("CAPABILITY", &mut |_| {}).await?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// APPEND of `msg` to `mailbox`: one write with LITERAL+ (RFC 7888),
