@@ -427,6 +427,9 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
             } else {
                 match got {
                     None => out.gone += 1,
+                    // Dovecot answers for a message another session expunged
+                    // meanwhile with RFC822.SIZE 0 and BODY[] NIL.
+                    Some((Some(0), None, _)) if !ctx.solo => out.gone += 1,
                     Some((size, body_len, check)) => {
                         if size.is_none() || body_len.is_none() || size != body_len.map(|l| l as u64) {
                             out.size_mismatch += 1;
@@ -752,7 +755,7 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         tot.appenduid_missing, tot.size_mismatch, tot.corrupt, tot.bench_intact, tot.fetch_short, tot.store_wrong_flags, tot.still_listed, tot.no_uidvalidity
     );
     println!(
-        "notes: UID FETCH of a message expunged meanwhile {} (no answer or NO [EXPUNGEISSUED]), STORE without an untagged FETCH {}, STORE answered with another session's later flags {}, UID refreshes {}",
+        "notes: UID FETCH of a message expunged meanwhile {} (no answer, NO [EXPUNGEISSUED], or RFC822.SIZE 0 and BODY[] NIL), STORE without an untagged FETCH {}, STORE answered with another session's later flags {}, UID refreshes {}",
         tot.gone, tot.store_no_fetch, tot.store_raced, tot.refreshes
     );
     if let Some(m) = mem {

@@ -200,7 +200,11 @@ pub async fn run(a: Pop3Args) -> Result<bool> {
     let warm_ms = if to_stat.len() > 1 { crate::stats::median_ms(&to_stat[1..]) } else { first_ms };
     println!("connect to STAT reply: first session {first_ms:.1} ms, later sessions median {warm_ms:.1} ms");
     println!("elapsed: {secs:.3} s");
-    println!("throughput: {rate:.1} msgs/s, {mbs:.2} MB/s");
+    if a.stat_only {
+        println!("(STAT only: messages counted, none retrieved)");
+    } else {
+        println!("throughput: {rate:.1} msgs/s, {mbs:.2} MB/s");
+    }
     println!(
         "summary: proto=pop3 sessions={sessions} messages={} bytes={} corrupt={} elapsed_s={secs:.3} msgs_per_s={rate:.1} mb_per_s={mbs:.2} stat_first_ms={first_ms:.1} stat_warm_ms={warm_ms:.1}",
         total.messages, total.bytes, total.bench_corrupt
