@@ -6,7 +6,7 @@
 use crate::imapc::{item, Client, Response, Tagged, Tok};
 use crate::msg::{self, Check};
 use crate::net::{is_loopback_v4, spread_source};
-use crate::stats::{mib, percentile_ms, Sampler};
+use crate::stats::{mib, percentile_ms, tree_mem, TreeMem};
 use anyhow::{anyhow, bail, Context, Result};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -665,8 +665,29 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         }
     }
     let setup = setup_start.elapsed();
+    // The server's memory over its process tree (Dovecot runs one imap
+    // process per session), every 250 ms: the peak of the summed Pss.
     let sampler = match a.pid {
-        Some(pid) => Some(Sampler::start(pid)?),
+        Some(pid) => {
+            if tree_mem(pid).procs == 0 {
+                bail!("cannot read the memory of process {pid} (no such process?)");
+            }
+            let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+            let h = tokio::spawn(async move {
+                let mut peak = TreeMem::default();
+                loop {
+                    let m = tokio::task::spawn_blocking(move || tree_mem(pid)).await.unwrap_or_default();
+                    if m.pss_kib > peak.pss_kib {
+                        peak = m;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                        _ = stop_rx.changed() => return peak,
+                    }
+                }
+            });
+            Some((stop_tx, h))
+        }
         None => None,
     };
     let start = Instant::now();
@@ -678,7 +699,10 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
     }
     let elapsed = start.elapsed().as_secs_f64().max(1e-9);
     let mem = match sampler {
-        Some(s) => Some(s.finish().await),
+        Some((stop, h)) => {
+            let _ = stop.send(true);
+            h.await.ok()
+        }
         None => None,
     };
     drop(go_tx);
@@ -759,8 +783,8 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         tot.gone, tot.store_no_fetch, tot.store_raced, tot.refreshes
     );
     if let Some(m) = mem {
-        println!("server peak VmRSS {:.1} MiB (VmHWM {:.1} MiB)", mib(m.peak_rss_kib), mib(m.hwm_kib));
-        summary.push_str(&format!(" peak_rss_kib={}", m.peak_rss_kib));
+        println!("server at its peak (process and descendants): Pss {:.1} MiB, VmRSS {:.1} MiB summed over {} process(es)", mib(m.pss_kib), mib(m.rss_kib), m.procs);
+        summary.push_str(&format!(" peak_pss_kib={} peak_rss_kib={} procs={}", m.pss_kib, m.rss_kib, m.procs));
     }
     summary.push_str(&format!(
         " appenduid_missing={} size_mismatch={} corrupt={} gone={} store_no_fetch={}",
