@@ -51,12 +51,16 @@ pub fn count(dir: &Path) -> Result<u64> {
 
 fn parse_owner(s: &str) -> Result<(u32, u32)> {
     let (u, g) = s.split_once(':').context("--owner: UID:GID")?;
-    Ok((u.parse().context("--owner: numeric UID")?, g.parse().context("--owner: numeric GID")?))
+    Ok((
+        u.parse().context("--owner: numeric UID")?,
+        g.parse().context("--owner: numeric GID")?,
+    ))
 }
 
 fn chown(p: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     if let Some((u, g)) = owner {
-        std::os::unix::fs::chown(p, Some(u), Some(g)).with_context(|| format!("chown {}", p.display()))?;
+        std::os::unix::fs::chown(p, Some(u), Some(g))
+            .with_context(|| format!("chown {}", p.display()))?;
     }
     Ok(())
 }
@@ -84,7 +88,9 @@ pub fn fill(dir: &Path, want: u64, size: usize, owner: Option<&str>) -> Result<u
         return Ok(0);
     }
     let run = msg::new_run_id();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let (secs, micros) = (now.as_secs(), now.subsec_micros());
     let tmp = dir.join("tmp");
     let new = dir.join("new");
@@ -104,20 +110,27 @@ pub fn fill(dir: &Path, want: u64, size: usize, owner: Option<&str>) -> Result<u
     Ok(todo)
 }
 
-/// Writes every dirty page of the machine back (sync(2)), so that a timed
+/// Writes every dirty page of the machine back (sync(1)), so that a timed
 /// step after a fill (or after a server renamed many files) does not share
 /// the disk with that write-back.
 pub fn sync_all() {
-    // SAFETY: sync() takes no arguments and cannot fail.
-    unsafe { libc::sync() }
+    let _ = std::process::Command::new("sync").status();
 }
 
 pub async fn run(a: FillArgs) -> Result<bool> {
     let start = Instant::now();
     let (dir, want, size, owner) = (a.maildir.clone(), a.messages, a.size, a.owner.clone());
-    let wrote = tokio::task::spawn_blocking(move || fill(&dir, want, size, owner.as_deref())).await??;
+    let wrote =
+        tokio::task::spawn_blocking(move || fill(&dir, want, size, owner.as_deref())).await??;
     let secs = start.elapsed().as_secs_f64();
-    println!("fill: wrote {wrote} messages of ~{} bytes into {}/new in {secs:.2} s", a.size, a.maildir.display());
-    println!("summary: proto=fill written={wrote} total={} elapsed_s={secs:.3}", count(&a.maildir)?);
+    println!(
+        "fill: wrote {wrote} messages of ~{} bytes into {}/new in {secs:.2} s",
+        a.size,
+        a.maildir.display()
+    );
+    println!(
+        "summary: proto=fill written={wrote} total={} elapsed_s={secs:.3}",
+        count(&a.maildir)?
+    );
     Ok(true)
 }

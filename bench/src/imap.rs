@@ -38,7 +38,10 @@ pub struct ImapArgs {
     #[arg(long)]
     pub ops: Option<u64>,
     /// Weights of the commands.
-    #[arg(long, default_value = "select=5,fetch-flags=15,fetch-body=40,store=20,append=10,expunge=10")]
+    #[arg(
+        long,
+        default_value = "select=5,fetch-flags=15,fetch-body=40,store=20,append=10,expunge=10"
+    )]
     pub mix: String,
     /// Approximate size of appended messages.
     #[arg(long, default_value_t = 4096)]
@@ -69,7 +72,14 @@ pub enum Op {
     Expunge,
 }
 
-const OPS: [Op; 6] = [Op::Select, Op::FetchFlags, Op::FetchBody, Op::Store, Op::Append, Op::Expunge];
+const OPS: [Op; 6] = [
+    Op::Select,
+    Op::FetchFlags,
+    Op::FetchBody,
+    Op::Store,
+    Op::Append,
+    Op::Expunge,
+];
 
 impl Op {
     fn key(self) -> &'static str {
@@ -100,9 +110,14 @@ impl Op {
 fn parse_mix(s: &str) -> Result<Vec<(Op, u32)>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = part.split_once('=').with_context(|| format!("--mix: {part:?} is not name=weight"))?;
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("--mix: {part:?} is not name=weight"))?;
         let op = OPS.iter().copied().find(|o| o.key() == k.trim()).with_context(|| format!("--mix: unknown command {k:?} (select, fetch-flags, fetch-body, store, append, expunge)"))?;
-        let w: u32 = v.trim().parse().with_context(|| format!("--mix: weight of {k}"))?;
+        let w: u32 = v
+            .trim()
+            .parse()
+            .with_context(|| format!("--mix: weight of {k}"))?;
         if w > 0 {
             out.push((op, w));
         }
@@ -114,13 +129,19 @@ fn parse_mix(s: &str) -> Result<Vec<(Op, u32)>> {
 }
 
 /// Users and passwords from --user/--password/--mailboxes.
-pub fn expand_users(users: &[String], passwords: &[String], mailboxes: Option<usize>) -> Result<Vec<(String, String)>> {
+pub fn expand_users(
+    users: &[String],
+    passwords: &[String],
+    mailboxes: Option<usize>,
+) -> Result<Vec<(String, String)>> {
     let list: Vec<String> = if users.len() == 1 && users[0].contains("{n}") {
         let m = mailboxes.context("--user with {n} needs --mailboxes M")?;
         if m == 0 {
             bail!("--mailboxes: at least 1");
         }
-        (1..=m).map(|i| users[0].replace("{n}", &i.to_string())).collect()
+        (1..=m)
+            .map(|i| users[0].replace("{n}", &i.to_string()))
+            .collect()
     } else {
         if let Some(m) = mailboxes {
             if m != users.len() {
@@ -132,7 +153,11 @@ pub fn expand_users(users: &[String], passwords: &[String], mailboxes: Option<us
     if passwords.len() != 1 && passwords.len() != list.len() {
         bail!("give --password once, or once per user");
     }
-    Ok(list.iter().enumerate().map(|(i, u)| (u.clone(), passwords.get(i).unwrap_or(&passwords[0]).clone())).collect())
+    Ok(list
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (u.clone(), passwords.get(i).unwrap_or(&passwords[0]).clone()))
+        .collect())
 }
 
 /// What a session knows of its selected mailbox: the UID of every
@@ -155,11 +180,9 @@ impl Mbox {
         if let Some((n, w)) = r.numbered() {
             match w.as_str() {
                 "EXISTS" => self.uids.resize(n as usize, 0),
-                "EXPUNGE" => {
-                    if n >= 1 && (n as usize) <= self.uids.len() {
-                        self.uids.remove(n as usize - 1);
-                        self.expunged += 1;
-                    }
+                "EXPUNGE" if n >= 1 && (n as usize) <= self.uids.len() => {
+                    self.uids.remove(n as usize - 1);
+                    self.expunged += 1;
                 }
                 "FETCH" => {
                     if let Some((_, items)) = r.fetch() {
@@ -177,7 +200,11 @@ impl Mbox {
         let t = String::from_utf8_lossy(&r.text).to_ascii_uppercase();
         let code_num = |name: &str| -> Option<u32> {
             let i = t.find(name)?;
-            t[i + name.len()..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            t[i + name.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         };
         if t.starts_with("* OK [UIDVALIDITY ") {
             self.uidvalidity = code_num("[UIDVALIDITY ");
@@ -225,7 +252,10 @@ struct SessionOut {
 
 impl SessionOut {
     fn new() -> Self {
-        SessionOut { ops: vec![OpStats::default(); OPS.len()], ..Default::default() }
+        SessionOut {
+            ops: vec![OpStats::default(); OPS.len()],
+            ..Default::default()
+        }
     }
     fn error(&mut self, e: String) {
         if self.errors.len() < 5 {
@@ -276,7 +306,13 @@ const BUSY_PER_CONNECTION: u32 = 2;
 /// tries again after a pause of 50-300 ms, on a new connection after
 /// [`BUSY_PER_CONNECTION`] refusals, for up to `t`. Returns the client,
 /// the time from the first LOGIN to its OK, and the busy refusals.
-pub async fn connect_login(target: &str, src: Option<Ipv4Addr>, t: Duration, user: &str, pw: &str) -> Result<(Client, Duration, u32)> {
+pub async fn connect_login(
+    target: &str,
+    src: Option<Ipv4Addr>,
+    t: Duration,
+    user: &str,
+    pw: &str,
+) -> Result<(Client, Duration, u32)> {
     let give_up = Instant::now() + t;
     let mut retries = 0u32;
     let mut first: Option<Instant> = None;
@@ -307,17 +343,30 @@ pub async fn connect_login(target: &str, src: Option<Ipv4Addr>, t: Duration, use
 }
 
 /// Connects, logs in ([`connect_login`]) and selects INBOX.
-pub async fn open_selected(target: &str, src: Option<Ipv4Addr>, t: Duration, user: &str, pw: &str, mb: &mut Mbox) -> Result<Opened> {
+pub async fn open_selected(
+    target: &str,
+    src: Option<Ipv4Addr>,
+    t: Duration,
+    user: &str,
+    pw: &str,
+    mb: &mut Mbox,
+) -> Result<Opened> {
     let (mut c, login, retries) = connect_login(target, src, t, user, pw).await?;
     c.command_ok("SELECT INBOX", &mut |r| mb.on(r)).await?;
-    Ok(Opened { client: c, login, retries })
+    Ok(Opened {
+        client: c,
+        login,
+        retries,
+    })
 }
 
 /// Learns the UIDs the session does not know yet (new messages at the end).
 async fn refresh(c: &mut Client, mb: &mut Mbox, out: &mut SessionOut) -> Result<()> {
     if let Some(first) = mb.first_unknown() {
         out.refreshes += 1;
-        let r = c.command(&format!("FETCH {first}:* (UID)"), &mut |r| mb.on(r)).await?;
+        let r = c
+            .command(&format!("FETCH {first}:* (UID)"), &mut |r| mb.on(r))
+            .await?;
         if !r.ok() {
             bail!("FETCH {first}:* (UID): {} {}", r.status, r.text);
         }
@@ -335,7 +384,17 @@ struct Ctx {
 }
 
 /// One command of the mix; Err only for a broken connection.
-async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on: &mut bool, rng: &mut Rng, ctx: &Ctx, out: &mut SessionOut) -> Result<()> {
+#[allow(clippy::too_many_arguments)]
+async fn one(
+    op: Op,
+    c: &mut Client,
+    mb: &mut Mbox,
+    own: &mut Vec<u32>,
+    flag_on: &mut bool,
+    rng: &mut Rng,
+    ctx: &Ctx,
+    out: &mut SessionOut,
+) -> Result<()> {
     // Commands that need messages fall back to APPEND in an empty mailbox;
     // EXPUNGE removes a message this session appended (so that the mailbox
     // keeps its size when append and expunge weigh the same), else it
@@ -390,7 +449,13 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
                 fail(out, no(&r));
             } else if (seen.len() as u32) < before || flagless > 0 {
                 out.fetch_short += 1;
-                fail(out, format!("{} messages with FLAGS of {before} ({flagless} FETCH without FLAGS)", seen.len()));
+                fail(
+                    out,
+                    format!(
+                        "{} messages with FLAGS of {before} ({flagless} FETCH without FLAGS)",
+                        seen.len()
+                    ),
+                );
             }
         }
         Op::FetchBody => {
@@ -402,21 +467,30 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
             let mut got: Option<(Option<u64>, Option<usize>, Check)> = None;
             let t0 = Instant::now();
             let r = c
-                .command(&format!("UID FETCH {uid} (RFC822.SIZE BODY.PEEK[])"), &mut |r| {
-                    if let Some((_, items)) = r.fetch() {
-                        // The answer, not a flag change told meanwhile.
-                        let body = match item(&items, "BODY[]") {
-                            Some(Tok::Lit(k)) => r.literals.get(*k).map(|b| b.as_slice()),
-                            Some(Tok::Str(s)) => Some(s.as_slice()),
-                            _ => None,
-                        };
-                        if item(&items, "UID").and_then(Tok::number) == Some(uid as u64) && (body.is_some() || item(&items, "RFC822.SIZE").is_some()) {
-                            let size = item(&items, "RFC822.SIZE").and_then(Tok::number);
-                            got = Some((size, body.map(<[u8]>::len), body.map_or(Check::Foreign, msg::check)));
+                .command(
+                    &format!("UID FETCH {uid} (RFC822.SIZE BODY.PEEK[])"),
+                    &mut |r| {
+                        if let Some((_, items)) = r.fetch() {
+                            // The answer, not a flag change told meanwhile.
+                            let body = match item(&items, "BODY[]") {
+                                Some(Tok::Lit(k)) => r.literals.get(*k).map(|b| b.as_slice()),
+                                Some(Tok::Str(s)) => Some(s.as_slice()),
+                                _ => None,
+                            };
+                            if item(&items, "UID").and_then(Tok::number) == Some(uid as u64)
+                                && (body.is_some() || item(&items, "RFC822.SIZE").is_some())
+                            {
+                                let size = item(&items, "RFC822.SIZE").and_then(Tok::number);
+                                got = Some((
+                                    size,
+                                    body.map(<[u8]>::len),
+                                    body.map_or(Check::Foreign, msg::check),
+                                ));
+                            }
                         }
-                    }
-                    mb.on(r)
-                })
+                        mb.on(r)
+                    },
+                )
                 .await?;
             out.ops[i].lat.push(t0.elapsed());
             if r.status == "NO" && r.code("EXPUNGEISSUED").is_some() {
@@ -431,12 +505,23 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
                     // meanwhile with RFC822.SIZE 0 and BODY[] NIL.
                     Some((Some(0), None, _)) if !ctx.solo => out.gone += 1,
                     Some((size, body_len, check)) => {
-                        if size.is_none() || body_len.is_none() || size != body_len.map(|l| l as u64) {
+                        if size.is_none()
+                            || body_len.is_none()
+                            || size != body_len.map(|l| l as u64)
+                        {
                             out.size_mismatch += 1;
-                            fail(out, format!("UID {uid}: RFC822.SIZE {size:?}, BODY[] of {body_len:?} bytes"));
+                            fail(
+                                out,
+                                format!(
+                                    "UID {uid}: RFC822.SIZE {size:?}, BODY[] of {body_len:?} bytes"
+                                ),
+                            );
                         }
                         match check {
-                            Check::Bench { intact: false, token } => {
+                            Check::Bench {
+                                intact: false,
+                                token,
+                            } => {
                                 out.corrupt += 1;
                                 fail(out, format!("UID {uid}: body of {token} corrupt"));
                             }
@@ -458,7 +543,10 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
                     if let Some((m, items)) = r.fetch() {
                         if m == n {
                             if let Some(Tok::List(fl)) = item(&items, "FLAGS") {
-                                flags_back = Some(fl.iter().any(|f| f.atom().is_some_and(|a| a.eq_ignore_ascii_case("\\Flagged"))));
+                                flags_back = Some(fl.iter().any(|f| {
+                                    f.atom()
+                                        .is_some_and(|a| a.eq_ignore_ascii_case("\\Flagged"))
+                                }));
                             }
                         }
                     }
@@ -476,7 +564,13 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
                     Some(has) if has != (sign == '+') && !ctx.solo => out.store_raced += 1,
                     Some(has) if has != (sign == '+') => {
                         out.store_wrong_flags += 1;
-                        fail(out, format!("{sign}FLAGS on {n}: FLAGS answered {}", if has { "with" } else { "without" }));
+                        fail(
+                            out,
+                            format!(
+                                "{sign}FLAGS on {n}: FLAGS answered {}",
+                                if has { "with" } else { "without" }
+                            ),
+                        );
                     }
                     Some(_) => {}
                 }
@@ -484,14 +578,25 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
         }
         Op::Append => {
             let seq = ctx.seq.fetch_add(1, Ordering::Relaxed);
-            let m = msg::raw(&ctx.run_id, seq, ctx.size, "bench@sender.test", "imap@example.test");
+            let m = msg::raw(
+                &ctx.run_id,
+                seq,
+                ctx.size,
+                "bench@sender.test",
+                "imap@example.test",
+            );
             let t0 = Instant::now();
             let r = c.append("INBOX", "", &m, &mut |r| mb.on(r)).await?;
             out.ops[i].lat.push(t0.elapsed());
             if !r.ok() {
                 fail(out, no(&r));
             } else {
-                match r.code("APPENDUID").and_then(|v| Some((v.first()?.parse::<u32>().ok()?, v.get(1)?.parse::<u32>().ok()?))) {
+                match r.code("APPENDUID").and_then(|v| {
+                    Some((
+                        v.first()?.parse::<u32>().ok()?,
+                        v.get(1)?.parse::<u32>().ok()?,
+                    ))
+                }) {
                     Some((_, uid)) => own.push(uid),
                     None => {
                         out.appenduid_missing += 1;
@@ -502,9 +607,17 @@ async fn one(op: Op, c: &mut Client, mb: &mut Mbox, own: &mut Vec<u32>, flag_on:
         }
         Op::Expunge => {
             let uid = own.remove(rng.below(own.len() as u64) as usize);
-            let r = c.command(&format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"), &mut |r| mb.on(r)).await?;
+            let r = c
+                .command(
+                    &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"),
+                    &mut |r| mb.on(r),
+                )
+                .await?;
             if !r.ok() {
-                fail(out, format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted): {}", no(&r)));
+                fail(
+                    out,
+                    format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted): {}", no(&r)),
+                );
                 return Ok(());
             }
             let t0 = Instant::now();
@@ -541,7 +654,16 @@ async fn session(
     let mut out = SessionOut::new();
     let t = Duration::from_secs(a.timeout);
     let mut mb = Mbox::default();
-    let mut c = match open_selected(&a.target, source(&a.target, a.sources_per_net, idx), t, &user, &pw, &mut mb).await {
+    let mut c = match open_selected(
+        &a.target,
+        source(&a.target, a.sources_per_net, idx),
+        t,
+        &user,
+        &pw,
+        &mut mb,
+    )
+    .await
+    {
         Ok(o) => {
             out.login = Some(o.login);
             out.login_retries = o.retries;
@@ -589,7 +711,18 @@ async fn session(
             }
             pick -= w;
         }
-        if let Err(e) = one(op, &mut c, &mut mb, &mut own, &mut flag_on, &mut rng, &ctx, &mut out).await {
+        if let Err(e) = one(
+            op,
+            &mut c,
+            &mut mb,
+            &mut own,
+            &mut flag_on,
+            &mut rng,
+            &ctx,
+            &mut out,
+        )
+        .await
+        {
             out.error(format!("session {idx} ({user}): {e:#}"));
             out.broken = true;
             return out;
@@ -609,10 +742,19 @@ async fn seed(a: &ImapArgs, users: &[(String, String)], ctx: &Ctx) -> Result<()>
         let run = ctx.run_id.clone();
         tasks.push(tokio::spawn(async move {
             let mut mb = Mbox::default();
-            let mut c = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("seeding {u}"))?.client;
+            let mut c = open_selected(&target, src, t, &u, &p, &mut mb)
+                .await
+                .with_context(|| format!("seeding {u}"))?
+                .client;
             let have = mb.exists();
             for k in have..want {
-                let m = msg::raw(&run, 1_000_000 + (i as u64) * 100_000 + k as u64, size, "bench@sender.test", "imap@example.test");
+                let m = msg::raw(
+                    &run,
+                    1_000_000 + (i as u64) * 100_000 + k as u64,
+                    size,
+                    "bench@sender.test",
+                    "imap@example.test",
+                );
                 let r = c.append("INBOX", "", &m, &mut |r| mb.on(r)).await?;
                 if !r.ok() {
                     bail!("seeding {u}: APPEND: {} {}", r.status, r.text);
@@ -627,7 +769,10 @@ async fn seed(a: &ImapArgs, users: &[(String, String)], ctx: &Ctx) -> Result<()>
         added += t.await??;
     }
     if added > 0 {
-        println!("seeded: {added} messages appended ({} per mailbox at least)", a.seed);
+        println!(
+            "seeded: {added} messages appended ({} per mailbox at least)",
+            a.seed
+        );
     }
     Ok(())
 }
@@ -641,8 +786,13 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
     if a.duration.is_some() && a.ops.is_some() {
         bail!("give --duration or --ops, not both");
     }
-    crate::limits::raise_nofile(a.sessions as u64 + 64);
-    let ctx = Arc::new(Ctx { run_id: msg::new_run_id(), seq: AtomicU64::new(0), size: a.size, solo: a.sessions <= users.len() });
+    crate::limits::check_nofile(a.sessions as u64 + 64);
+    let ctx = Arc::new(Ctx {
+        run_id: msg::new_run_id(),
+        seq: AtomicU64::new(0),
+        size: a.size,
+        solo: a.sessions <= users.len(),
+    });
     seed(&a, &users, &ctx).await?;
 
     let a = Arc::new(a);
@@ -653,7 +803,17 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
     let setup_start = Instant::now();
     for i in 0..a.sessions {
         let (u, p) = users[i % users.len()].clone();
-        tasks.push(tokio::spawn(session(a.clone(), i, u, p, mix.clone(), ctx.clone(), ready_tx.clone(), go_rx.clone(), done_ops.clone())));
+        tasks.push(tokio::spawn(session(
+            a.clone(),
+            i,
+            u,
+            p,
+            mix.clone(),
+            ctx.clone(),
+            ready_tx.clone(),
+            go_rx.clone(),
+            done_ops.clone(),
+        )));
     }
     drop(ready_tx);
     let mut up = 0usize;
@@ -676,7 +836,9 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
             let h = tokio::spawn(async move {
                 let mut peak = TreeMem::default();
                 loop {
-                    let m = tokio::task::spawn_blocking(move || tree_mem(pid)).await.unwrap_or_default();
+                    let m = tokio::task::spawn_blocking(move || tree_mem(pid))
+                        .await
+                        .unwrap_or_default();
                     if m.pss_kib > peak.pss_kib {
                         peak = m;
                     }
@@ -691,7 +853,9 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         None => None,
     };
     let start = Instant::now();
-    let secs = a.duration.unwrap_or(if a.ops.is_some() { 24.0 * 3600.0 } else { 20.0 });
+    let secs = a
+        .duration
+        .unwrap_or(if a.ops.is_some() { 24.0 * 3600.0 } else { 20.0 });
     go_tx.send_replace(Some(start + Duration::from_secs_f64(secs)));
     let mut outs = Vec::new();
     for t in tasks {
@@ -750,9 +914,21 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         percentile_ms(&logins, 99.0),
         tot.login_retries
     );
-    println!("mix: {}", mix.iter().map(|(o, w)| format!("{}={w}", o.key())).collect::<Vec<_>>().join(","));
-    println!("elapsed: {elapsed:.2} s, commands: {total_ops}, {:.1} commands/s", total_ops as f64 / elapsed);
-    println!("{:<30} {:>8} {:>9} {:>9} {:>9} {:>7}", "command", "count", "ops/s", "p50 ms", "p99 ms", "failed");
+    println!(
+        "mix: {}",
+        mix.iter()
+            .map(|(o, w)| format!("{}={w}", o.key()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    println!(
+        "elapsed: {elapsed:.2} s, commands: {total_ops}, {:.1} commands/s",
+        total_ops as f64 / elapsed
+    );
+    println!(
+        "{:<30} {:>8} {:>9} {:>9} {:>9} {:>7}",
+        "command", "count", "ops/s", "p50 ms", "p99 ms", "failed"
+    );
     let mut summary = format!(
         "summary: proto=imap sessions={} up={up} mailboxes={} elapsed_s={elapsed:.3} ops={total_ops} ops_per_s={:.1} failures={failures} broken={broken} login_p50_ms={:.2} login_p99_ms={:.2} login_retries={}",
         a.sessions,
@@ -769,7 +945,15 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
         let rate = n as f64 / elapsed;
         let (p50, p99) = (percentile_ms(&s.lat, 50.0), percentile_ms(&s.lat, 99.0));
         if n > 0 || s.failed > 0 {
-            println!("{:<30} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>7}", op.label(), n, rate, p50, p99, s.failed);
+            println!(
+                "{:<30} {:>8} {:>9.1} {:>9.2} {:>9.2} {:>7}",
+                op.label(),
+                n,
+                rate,
+                p50,
+                p99,
+                s.failed
+            );
         }
         let key = op.key().replace('-', "_");
         summary.push_str(&format!(" {key}_n={n} {key}_ops_s={rate:.1} {key}_p50_ms={p50:.2} {key}_p99_ms={p99:.2} {key}_failed={}", s.failed));
@@ -784,7 +968,10 @@ pub async fn run(a: ImapArgs) -> Result<bool> {
     );
     if let Some(m) = mem {
         println!("server at its peak (process and descendants): Pss {:.1} MiB, VmRSS {:.1} MiB summed over {} process(es)", mib(m.pss_kib), mib(m.rss_kib), m.procs);
-        summary.push_str(&format!(" peak_pss_kib={} peak_rss_kib={} procs={}", m.pss_kib, m.rss_kib, m.procs));
+        summary.push_str(&format!(
+            " peak_pss_kib={} peak_rss_kib={} procs={}",
+            m.pss_kib, m.rss_kib, m.procs
+        ));
     }
     summary.push_str(&format!(
         " appenduid_missing={} size_mismatch={} corrupt={} gone={} store_no_fetch={}",

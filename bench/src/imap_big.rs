@@ -56,14 +56,24 @@ pub async fn run(a: SelectBigArgs) -> Result<bool> {
         let t0 = Instant::now();
         let (want, size, owner) = (a.messages, a.size, a.owner.clone());
         let d2 = dir.clone();
-        let wrote = tokio::task::spawn_blocking(move || fill::fill(&d2, want, size, owner.as_deref())).await??;
-        println!("fill: wrote {wrote} messages of ~{} bytes into {}/new in {:.1} s", a.size, dir.display(), t0.elapsed().as_secs_f64());
+        let wrote =
+            tokio::task::spawn_blocking(move || fill::fill(&d2, want, size, owner.as_deref()))
+                .await??;
+        println!(
+            "fill: wrote {wrote} messages of ~{} bytes into {}/new in {:.1} s",
+            a.size,
+            dir.display(),
+            t0.elapsed().as_secs_f64()
+        );
     }
     let t = Duration::from_secs(a.timeout);
     let mut selects = Vec::new();
     let mut fetches = Vec::new();
     let mut ok = true;
-    println!("{:<6} {:>10} {:>12} {:>14} {:>10}", "run", "EXISTS", "SELECT ms", "FETCH 1:* ms", "FETCHes");
+    println!(
+        "{:<6} {:>10} {:>12} {:>14} {:>10}",
+        "run", "EXISTS", "SELECT ms", "FETCH 1:* ms", "FETCHes"
+    );
     for k in 0..a.repeat {
         // Not timed: the write-back of the fill, or of the renames the
         // last session made the server do, finishes first.
@@ -71,7 +81,8 @@ pub async fn run(a: SelectBigArgs) -> Result<bool> {
             tokio::time::sleep(Duration::from_secs_f64(a.pause)).await;
         }
         tokio::task::spawn_blocking(fill::sync_all).await?;
-        let (mut c, _, _) = crate::imap::connect_login(&a.target, None, t, &a.user, &a.password).await?;
+        let (mut c, _, _) =
+            crate::imap::connect_login(&a.target, None, t, &a.user, &a.password).await?;
         let mut mb = Mbox::default();
         let t0 = Instant::now();
         c.command_ok("SELECT INBOX", &mut |r| mb.on(r)).await?;
@@ -94,7 +105,14 @@ pub async fn run(a: SelectBigArgs) -> Result<bool> {
         }
         let fetch = t1.elapsed();
         c.logout().await;
-        println!("{:<6} {:>10} {:>12.1} {:>14.1} {:>10}", k + 1, exists, sel.as_secs_f64() * 1000.0, fetch.as_secs_f64() * 1000.0, n);
+        println!(
+            "{:<6} {:>10} {:>12.1} {:>14.1} {:>10}",
+            k + 1,
+            exists,
+            sel.as_secs_f64() * 1000.0,
+            fetch.as_secs_f64() * 1000.0,
+            n
+        );
         if (exists as u64) < a.messages || n != exists as u64 || flagless > 0 {
             println!("error: run {}: EXISTS {exists} (want {} at least), {n} FETCH responses with FLAGS, {flagless} without", k + 1, a.messages);
             ok = false;
@@ -103,7 +121,11 @@ pub async fn run(a: SelectBigArgs) -> Result<bool> {
         fetches.push(fetch);
     }
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
-    let (sw, fw) = if selects.len() > 1 { (median_ms(&selects[1..]), median_ms(&fetches[1..])) } else { (0.0, 0.0) };
+    let (sw, fw) = if selects.len() > 1 {
+        (median_ms(&selects[1..]), median_ms(&fetches[1..]))
+    } else {
+        (0.0, 0.0)
+    };
     println!("SELECT: first {:.1} ms, warm median {:.1} ms; FETCH 1:* (FLAGS): first {:.1} ms, warm median {:.1} ms", ms(&selects[0]), sw, ms(&fetches[0]), fw);
     println!(
         "summary: proto=imap-select-big messages={} repeat={} select_first_ms={:.1} select_warm_ms={sw:.1} fetch_first_ms={:.1} fetch_warm_ms={fw:.1}",

@@ -56,7 +56,10 @@ impl Smtp {
     async fn reply(&mut self) -> Result<(u16, String)> {
         loop {
             self.c.line(&mut self.buf).await?;
-            let code: u16 = std::str::from_utf8(self.buf.get(..3).unwrap_or(b"")).ok().and_then(|s| s.parse().ok()).with_context(|| format!("malformed SMTP reply {:?}", show(&self.buf)))?;
+            let code: u16 = std::str::from_utf8(self.buf.get(..3).unwrap_or(b""))
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .with_context(|| format!("malformed SMTP reply {:?}", show(&self.buf)))?;
             if self.buf.get(3) != Some(&b'-') {
                 return Ok((code, show(&self.buf)));
             }
@@ -68,20 +71,29 @@ impl Smtp {
         }
         let (code, text) = self.reply().await?;
         if code != want {
-            bail!("SMTP {}: {text}", cmd.as_deref().unwrap_or("greeting").trim_end());
+            bail!(
+                "SMTP {}: {text}",
+                cmd.as_deref().unwrap_or("greeting").trim_end()
+            );
         }
         Ok(())
     }
     async fn open(target: &str, t: Duration) -> Result<Smtp> {
-        let mut s = Smtp { c: Conn::connect(target, t).await?, buf: Vec::new() };
+        let mut s = Smtp {
+            c: Conn::connect(target, t).await?,
+            buf: Vec::new(),
+        };
         s.expect(None, 220).await?;
-        s.expect(Some("EHLO bench.localhost\r\n".into()), 250).await?;
+        s.expect(Some("EHLO bench.localhost\r\n".into()), 250)
+            .await?;
         Ok(s)
     }
     /// Up to the data; the caller sends it with [`Smtp::finish`].
     async fn begin(&mut self, rcpt: &str) -> Result<()> {
-        self.expect(Some("MAIL FROM:<bench@sender.test>\r\n".into()), 250).await?;
-        self.expect(Some(format!("RCPT TO:<{rcpt}>\r\n")), 250).await?;
+        self.expect(Some("MAIL FROM:<bench@sender.test>\r\n".into()), 250)
+            .await?;
+        self.expect(Some(format!("RCPT TO:<{rcpt}>\r\n")), 250)
+            .await?;
         self.expect(Some("DATA\r\n".into()), 354).await
     }
 }
@@ -89,11 +101,21 @@ impl Smtp {
 /// Delivers message `seq`; returns when the message is complete on the
 /// server's side (the final dot sent, or the file renamed into new/) and a
 /// task that ends with the time of the 250.
-async fn deliver(a: &IdleArgs, smtp: &mut Option<Smtp>, run: &str, seq: u64) -> Result<(Instant, Option<tokio::task::JoinHandle<Result<(Smtp, Instant)>>>)> {
+async fn deliver(
+    a: &IdleArgs,
+    smtp: &mut Option<Smtp>,
+    run: &str,
+    seq: u64,
+) -> Result<(
+    Instant,
+    Option<tokio::task::JoinHandle<Result<(Smtp, Instant)>>>,
+)> {
     let rcpt = a.rcpt.clone().unwrap_or_else(|| a.user.clone());
     if let Some(dir) = &a.maildir {
         let body = msg::raw(run, seq, a.size, "bench@sender.test", &rcpt);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         let name = format!("{}.{:06}_{seq}.bench", now.as_secs(), now.subsec_micros());
         let tmp = dir.join("tmp").join(&name);
         std::fs::write(&tmp, &body).with_context(|| format!("write {}", tmp.display()))?;
@@ -107,7 +129,14 @@ async fn deliver(a: &IdleArgs, smtp: &mut Option<Smtp>, run: &str, seq: u64) -> 
     }
     let mut s = smtp.take().context("no SMTP connection")?;
     s.begin(&rcpt).await?;
-    let w = msg::build(run, seq, a.size, "bench@sender.test", &rcpt, "bench.localhost");
+    let w = msg::build(
+        run,
+        seq,
+        a.size,
+        "bench@sender.test",
+        &rcpt,
+        "bench.localhost",
+    );
     let t0 = Instant::now();
     s.c.send(&w.wire).await?;
     let h = tokio::spawn(async move {
@@ -127,7 +156,9 @@ pub async fn run_idle(a: IdleArgs) -> Result<bool> {
     }
     let t = Duration::from_secs(a.timeout);
     let mut mb = Mbox::default();
-    let mut c = open_selected(&a.target, None, t, &a.user, &a.password, &mut mb).await?.client;
+    let mut c = open_selected(&a.target, None, t, &a.user, &a.password, &mut mb)
+        .await?
+        .client;
     let mut smtp = match &a.smtp {
         Some(s) => Some(Smtp::open(s, t).await?),
         None => None,
@@ -260,14 +291,22 @@ pub struct IdleManyArgs {
 }
 
 fn show_mem(what: &str, m: &TreeMem) {
-    println!("{what:<34} VmRSS {:>8.1} MiB, Pss {:>8.1} MiB over {} process(es)", mib(m.rss_kib), mib(m.pss_kib), m.procs);
+    println!(
+        "{what:<34} VmRSS {:>8.1} MiB, Pss {:>8.1} MiB over {} process(es)",
+        mib(m.rss_kib),
+        mib(m.pss_kib),
+        m.procs
+    );
 }
 
 pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
     let users = expand_users(&a.user, &a.password, a.mailboxes)?;
-    crate::limits::raise_nofile(a.sessions as u64 + 64);
+    crate::limits::check_nofile(a.sessions as u64 + 64);
     if tree_mem(a.pid).procs == 0 {
-        bail!("cannot read the memory of process {} (no such process?)", a.pid);
+        bail!(
+            "cannot read the memory of process {} (no such process?)",
+            a.pid
+        );
     }
     let before = tree_mem(a.pid);
     let t = Duration::from_secs(a.timeout);
@@ -277,15 +316,21 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
     for i in 0..a.sessions {
         let (u, p) = users[i % users.len()].clone();
         let target = a.target.clone();
-        let src = (a.sources_per_net > 0 && is_loopback_v4(&a.target)).then(|| spread_source(i, a.sources_per_net));
+        let src = (a.sources_per_net > 0 && is_loopback_v4(&a.target))
+            .then(|| spread_source(i, a.sources_per_net));
         let sem = sem.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = sem.acquire().await;
             let t0 = Instant::now();
             let mut mb = Mbox::default();
-            let o = open_selected(&target, src, t, &u, &p, &mut mb).await.with_context(|| format!("session {i} ({u})"))?;
+            let o = open_selected(&target, src, t, &u, &p, &mut mb)
+                .await
+                .with_context(|| format!("session {i} ({u})"))?;
             let mut c = o.client;
-            let tag = c.idle_start(&mut |_| {}).await.with_context(|| format!("session {i}: IDLE"))?;
+            let tag = c
+                .idle_start(&mut |_| {})
+                .await
+                .with_context(|| format!("session {i}: IDLE"))?;
             Ok::<(Client, String, Duration, u32), anyhow::Error>((c, tag, t0.elapsed(), o.retries))
         }));
     }
@@ -309,7 +354,10 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
     let mut peak = with;
     let hold_end = Instant::now() + Duration::from_secs(a.hold);
     while Instant::now() < hold_end {
-        tokio::time::sleep(Duration::from_secs(1).min(hold_end.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(hold_end.saturating_duration_since(Instant::now())),
+        )
+        .await;
         let m = tree_mem(a.pid);
         if m.rss_kib > peak.rss_kib {
             peak = m;
@@ -359,7 +407,10 @@ pub async fn run_idle_many(a: IdleManyArgs) -> Result<bool> {
     show_mem("at the end of the hold:", &at_end);
     show_mem("peak during the hold (VmRSS):", &peak);
     show_mem("2 s after closing them:", &after);
-    println!("per session: {:.0} bytes VmRSS, {:.0} bytes Pss", per_rss, per_pss);
+    println!(
+        "per session: {:.0} bytes VmRSS, {:.0} bytes Pss",
+        per_rss, per_pss
+    );
     for e in errors.iter().take(10) {
         println!("error: {e}");
     }

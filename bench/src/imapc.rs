@@ -37,7 +37,10 @@ impl Response {
         let rest = self.text.strip_prefix(b"* ")?;
         let sp = rest.iter().position(|&b| b == b' ')?;
         let n: u32 = std::str::from_utf8(&rest[..sp]).ok()?.parse().ok()?;
-        let word_end = rest[sp + 1..].iter().position(|&b| b == b' ' || b == b'\r' || b == b'\n').map_or(rest.len(), |i| sp + 1 + i);
+        let word_end = rest[sp + 1..]
+            .iter()
+            .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+            .map_or(rest.len(), |i| sp + 1 + i);
         let word = String::from_utf8_lossy(&rest[sp + 1..word_end]).to_ascii_uppercase();
         Some((n, word))
     }
@@ -48,7 +51,10 @@ impl Response {
             return None;
         }
         let start = self.text.iter().position(|&b| b == b'(')?;
-        let mut t = Tokenizer { s: &self.text, pos: start };
+        let mut t = Tokenizer {
+            s: &self.text,
+            pos: start,
+        };
         match t.next_tok()? {
             Tok::List(items) => Some((n, items)),
             _ => None,
@@ -139,7 +145,10 @@ impl Tokenizer<'_> {
             }
             0 => {
                 let end = self.s[self.pos + 1..].iter().position(|&b| b == 0)? + self.pos + 1;
-                let idx = std::str::from_utf8(&self.s[self.pos + 1..end]).ok()?.parse().ok()?;
+                let idx = std::str::from_utf8(&self.s[self.pos + 1..end])
+                    .ok()?
+                    .parse()
+                    .ok()?;
                 self.pos = end + 1;
                 Some(Tok::Lit(idx))
             }
@@ -159,7 +168,9 @@ impl Tokenizer<'_> {
                     self.pos += 1;
                     return None;
                 }
-                Some(Tok::Atom(String::from_utf8_lossy(&self.s[start..self.pos]).into_owned()))
+                Some(Tok::Atom(
+                    String::from_utf8_lossy(&self.s[start..self.pos]).into_owned(),
+                ))
             }
         }
     }
@@ -218,7 +229,12 @@ impl Client {
             Some(ip) => Conn::connect_from(ip, target, t).await?,
             None => Conn::connect(target, t).await?,
         };
-        let mut c = Client { conn, tag: 0, caps: Vec::new(), line: Vec::with_capacity(4096) };
+        let mut c = Client {
+            conn,
+            tag: 0,
+            caps: Vec::new(),
+            line: Vec::with_capacity(4096),
+        };
         let g = c.read().await.context("greeting")?;
         if !g.text.starts_with(b"* OK") {
             bail!("greeting: {}", g.show());
@@ -238,7 +254,10 @@ impl Client {
         } else {
             return;
         };
-        self.caps = list.split_whitespace().map(|s| s.to_ascii_uppercase()).collect();
+        self.caps = list
+            .split_whitespace()
+            .map(|s| s.to_ascii_uppercase())
+            .collect();
     }
 
     pub fn has_cap(&self, cap: &str) -> bool {
@@ -252,7 +271,10 @@ impl Client {
             self.conn.line(&mut self.line).await?;
             let l = &self.line;
             // A literal announcement ends the line: `{123}\r\n` (or `{123+}`).
-            let trimmed = l.strip_suffix(b"\r\n").or_else(|| l.strip_suffix(b"\n")).unwrap_or(l);
+            let trimmed = l
+                .strip_suffix(b"\r\n")
+                .or_else(|| l.strip_suffix(b"\n"))
+                .unwrap_or(l);
             let lit = if trimmed.ends_with(b"}") {
                 trimmed.iter().rposition(|&b| b == b'{').and_then(|open| {
                     let inner = &trimmed[open + 1..trimmed.len() - 1];
@@ -269,11 +291,13 @@ impl Client {
                         bail!("literal of {n} bytes from server");
                     }
                     r.text.extend_from_slice(&trimmed[..open]);
-                    r.text.extend_from_slice(format!("\0{}\0", r.literals.len()).as_bytes());
+                    r.text
+                        .extend_from_slice(format!("\0{}\0", r.literals.len()).as_bytes());
                     let mut data = Vec::with_capacity(n);
                     self.conn.read_exact_into(n, &mut data).await?;
                     r.literals.push(data);
-                    if r.text.len() + r.literals.iter().map(Vec::len).sum::<usize>() > MAX_RESPONSE {
+                    if r.text.len() + r.literals.iter().map(Vec::len).sum::<usize>() > MAX_RESPONSE
+                    {
                         bail!("response longer than {MAX_RESPONSE} bytes");
                     }
                 }
@@ -292,7 +316,11 @@ impl Client {
 
     /// Reads until the tagged response of `tag`; untagged responses go to
     /// `on_untagged`. A continuation request here is an error.
-    pub async fn finish(&mut self, tag: &str, on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<Tagged> {
+    pub async fn finish(
+        &mut self,
+        tag: &str,
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<Tagged> {
         loop {
             let r = self.read().await?;
             if r.is_untagged() {
@@ -315,7 +343,10 @@ impl Client {
             let mut parts = text.splitn(3, ' ');
             let t = parts.next().unwrap_or("");
             if t != tag {
-                bail!("response with tag {t:?} while waiting for {tag}: {}", r.show());
+                bail!(
+                    "response with tag {t:?} while waiting for {tag}: {}",
+                    r.show()
+                );
             }
             let status = parts.next().unwrap_or("").to_ascii_uppercase();
             let rest = parts.next().unwrap_or("").to_string();
@@ -331,14 +362,24 @@ impl Client {
 
     /// Sends `cmd` (without tag and line end) and reads up to its tagged
     /// response.
-    pub async fn command(&mut self, cmd: &str, on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<Tagged> {
+    pub async fn command(
+        &mut self,
+        cmd: &str,
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<Tagged> {
         let tag = self.next_tag();
-        self.conn.send(format!("{tag} {cmd}\r\n").as_bytes()).await?;
+        self.conn
+            .send(format!("{tag} {cmd}\r\n").as_bytes())
+            .await?;
         self.finish(&tag, on_untagged).await
     }
 
     /// A command that must end in OK.
-    pub async fn command_ok(&mut self, cmd: &str, on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<Tagged> {
+    pub async fn command_ok(
+        &mut self,
+        cmd: &str,
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<Tagged> {
         let r = self.command(cmd, on_untagged).await?;
         if !r.ok() {
             let shown: String = cmd.chars().take(60).collect();
@@ -351,7 +392,12 @@ impl Client {
     /// busy (NO [UNAVAILABLE]: mailfort bounds the password checks in
     /// progress and asks the rest to come back), Err when refused.
     pub async fn login_once(&mut self, user: &str, password: &str) -> Result<bool> {
-        let r = self.command(&format!("LOGIN {} {}", quote(user), quote(password)), &mut |_| {}).await?;
+        let r = self
+            .command(
+                &format!("LOGIN {} {}", quote(user), quote(password)),
+                &mut |_| {},
+            )
+            .await?;
         if !r.ok() {
             if r.status == "NO" && r.code("UNAVAILABLE").is_some() {
                 return Ok(false);
@@ -366,16 +412,40 @@ impl Client {
 
     /// APPEND of `msg` to `mailbox`: one write with LITERAL+ (RFC 7888),
     /// else a synchronizing literal after the server's `+`.
-    pub async fn append(&mut self, mailbox: &str, flags: &str, msg: &[u8], on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<Tagged> {
+    pub async fn append(
+        &mut self,
+        mailbox: &str,
+        flags: &str,
+        msg: &[u8],
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<Tagged> {
         let tag = self.next_tag();
-        let flags = if flags.is_empty() { String::new() } else { format!("({flags}) ") };
+        let flags = if flags.is_empty() {
+            String::new()
+        } else {
+            format!("({flags}) ")
+        };
         if self.has_cap("LITERAL+") {
-            let mut buf = format!("{tag} APPEND {} {flags}{{{}+}}\r\n", quote(mailbox), msg.len()).into_bytes();
+            let mut buf = format!(
+                "{tag} APPEND {} {flags}{{{}+}}\r\n",
+                quote(mailbox),
+                msg.len()
+            )
+            .into_bytes();
             buf.extend_from_slice(msg);
             buf.extend_from_slice(b"\r\n");
             self.conn.send(&buf).await?;
         } else {
-            self.conn.send(format!("{tag} APPEND {} {flags}{{{}}}\r\n", quote(mailbox), msg.len()).as_bytes()).await?;
+            self.conn
+                .send(
+                    format!(
+                        "{tag} APPEND {} {flags}{{{}}}\r\n",
+                        quote(mailbox),
+                        msg.len()
+                    )
+                    .as_bytes(),
+                )
+                .await?;
             loop {
                 let r = self.read().await?;
                 if r.is_continuation() {
@@ -398,7 +468,10 @@ impl Client {
     /// Starts IDLE (RFC 2177): returns once the server's `+` came; untagged
     /// responses before it go to `on_untagged`. Returns the tag for
     /// [`Client::idle_done`].
-    pub async fn idle_start(&mut self, on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<String> {
+    pub async fn idle_start(
+        &mut self,
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<String> {
         let tag = self.next_tag();
         self.conn.send(format!("{tag} IDLE\r\n").as_bytes()).await?;
         loop {
@@ -414,7 +487,11 @@ impl Client {
         }
     }
 
-    pub async fn idle_done(&mut self, tag: &str, on_untagged: &mut (dyn FnMut(&Response) + Send)) -> Result<Tagged> {
+    pub async fn idle_done(
+        &mut self,
+        tag: &str,
+        on_untagged: &mut (dyn FnMut(&Response) + Send),
+    ) -> Result<Tagged> {
         self.conn.send(b"DONE\r\n").await?;
         let r = self.finish(tag, on_untagged).await?;
         if !r.ok() {
@@ -440,16 +517,34 @@ mod tests {
         assert_eq!(n, 3);
         assert_eq!(item(&items, "UID").and_then(Tok::number), Some(17));
         assert_eq!(item(&items, "rfc822.size").and_then(Tok::number), Some(5));
-        assert_eq!(item(&items, "FLAGS"), Some(&Tok::List(vec![Tok::Atom("\\Seen".into()), Tok::Atom("$x".into())])));
-        assert_eq!(item(&items, "BODY[HEADER.FIELDS (FROM)]"), Some(&Tok::Lit(0)));
+        assert_eq!(
+            item(&items, "FLAGS"),
+            Some(&Tok::List(vec![
+                Tok::Atom("\\Seen".into()),
+                Tok::Atom("$x".into())
+            ]))
+        );
+        assert_eq!(
+            item(&items, "BODY[HEADER.FIELDS (FROM)]"),
+            Some(&Tok::Lit(0))
+        );
     }
 
     #[test]
     fn response_codes() {
-        let t = Tagged { status: "OK".into(), text: "[APPENDUID 7 42] APPEND completed".into() };
-        assert_eq!(t.code("APPENDUID"), Some(vec!["7".to_string(), "42".to_string()]));
+        let t = Tagged {
+            status: "OK".into(),
+            text: "[APPENDUID 7 42] APPEND completed".into(),
+        };
+        assert_eq!(
+            t.code("APPENDUID"),
+            Some(vec!["7".to_string(), "42".to_string()])
+        );
         assert_eq!(t.code("COPYUID"), None);
-        let r = Response { text: b"* 12 EXISTS".to_vec(), literals: vec![] };
+        let r = Response {
+            text: b"* 12 EXISTS".to_vec(),
+            literals: vec![],
+        };
         assert_eq!(r.numbered(), Some((12, "EXISTS".into())));
     }
 }

@@ -1,21 +1,19 @@
 //! Process limits the load generators need.
 
-/// Raises the soft limit of open files to `want` (at most the hard limit),
-/// so that a thousand sessions fit; says so when it cannot.
-pub fn raise_nofile(want: u64) {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct given.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return;
-        }
-        if r.rlim_cur as u64 >= want {
-            return;
-        }
-        let new = (want as libc::rlim_t).min(r.rlim_max);
-        let n = libc::rlimit { rlim_cur: new, rlim_max: r.rlim_max };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &n) != 0 || (new as u64) < want {
-            eprintln!("mailfort-bench: open files limited to {new}, {want} wanted (ulimit -n)");
+/// Warns when the soft limit of open files is below `want` (a thousand
+/// sessions need a thousand descriptors): `ulimit -n` raises it.
+pub fn check_nofile(want: u64) {
+    let Ok(s) = std::fs::read_to_string("/proc/self/limits") else {
+        return;
+    };
+    let soft = s
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(soft) = soft {
+        if soft < want {
+            eprintln!("mailfort-bench: warning: open files limited to {soft}, {want} wanted (raise it with ulimit -n)");
         }
     }
 }

@@ -262,6 +262,25 @@ fn rfc5322_now() -> String {
     )
 }
 
+/// Message number `seq` of run `run_id` as stored (CRLF line ends, no
+/// dot-stuffing): for APPEND and for files written into a Maildir.
+pub fn raw(run_id: &str, seq: u64, size: usize, from: &str, to: &str) -> Vec<u8> {
+    let w = build(run_id, seq, size, from, to, "bench.localhost");
+    let body = &w.wire[..w.wire.len() - 3]; // without the final ".\r\n"
+    let mut out = Vec::with_capacity(w.size);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            at_line_start = false;
+            continue; // the stuffed dot
+        }
+        at_line_start = b == b'\n';
+        out.push(b);
+    }
+    debug_assert_eq!(out.len(), w.size);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,23 +340,30 @@ mod tests {
         let d = rfc5322_now();
         assert!(d.ends_with(" +0000") && d.len() >= 29, "{d}");
     }
-}
 
-/// Message number `seq` of run `run_id` as stored (CRLF line ends, no
-/// dot-stuffing): for APPEND and for files written into a Maildir.
-pub fn raw(run_id: &str, seq: u64, size: usize, from: &str, to: &str) -> Vec<u8> {
-    let w = build(run_id, seq, size, from, to, "bench.localhost");
-    let body = &w.wire[..w.wire.len() - 3]; // without the final ".\r\n"
-    let mut out = Vec::with_capacity(w.size);
-    let mut at_line_start = true;
-    for &b in body {
-        if at_line_start && b == b'.' {
-            at_line_start = false;
-            continue; // the stuffed dot
+    #[test]
+    fn raw_is_the_unstuffed_message() {
+        for size in [200, 4096, 20000] {
+            let r = raw("abcdef012345", 7, size, "a@x.test", "b@y.test");
+            assert!(matches!(check(&r), Check::Bench { intact: true, .. }));
+            assert_eq!(
+                r.len(),
+                build(
+                    "abcdef012345",
+                    7,
+                    size,
+                    "a@x.test",
+                    "b@y.test",
+                    "bench.localhost"
+                )
+                .size
+            );
+            if size >= 4096 {
+                assert!(
+                    r.windows(2).any(|w| w == b"\n."),
+                    "lines starting with a dot are kept"
+                );
+            }
         }
-        at_line_start = b == b'\n';
-        out.push(b);
     }
-    debug_assert_eq!(out.len(), w.size);
-    out
 }

@@ -39,9 +39,12 @@ impl Conn {
 
     /// Connects from a chosen local address (one of 127.0.0.0/8, say).
     pub async fn connect_from(src: Ipv4Addr, target: &str, t: Duration) -> Result<Conn> {
-        let dst: SocketAddr = target.parse().with_context(|| format!("{target}: not IP:PORT"))?;
+        let dst: SocketAddr = target
+            .parse()
+            .with_context(|| format!("{target}: not IP:PORT"))?;
         let s = TcpSocket::new_v4()?;
-        s.bind(SocketAddr::new(IpAddr::V4(src), 0)).with_context(|| format!("bind {src}"))?;
+        s.bind(SocketAddr::new(IpAddr::V4(src), 0))
+            .with_context(|| format!("bind {src}"))?;
         let stream = timeout(t, s.connect(dst))
             .await
             .map_err(|_| anyhow!("connect to {target} from {src}: timed out after {t:?}"))?

@@ -197,7 +197,11 @@ pub async fn run(a: Pop3Args) -> Result<bool> {
         total.bench_intact, total.bench_corrupt
     );
     let first_ms = to_stat.first().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    let warm_ms = if to_stat.len() > 1 { crate::stats::median_ms(&to_stat[1..]) } else { first_ms };
+    let warm_ms = if to_stat.len() > 1 {
+        crate::stats::median_ms(&to_stat[1..])
+    } else {
+        first_ms
+    };
     println!("connect to STAT reply: first session {first_ms:.1} ms, later sessions median {warm_ms:.1} ms");
     println!("elapsed: {secs:.3} s");
     if a.stat_only {
