@@ -1263,3 +1263,6 @@ fn partial(p: &mut P<'_>) -> R<Option<Partial>> {
 }
 
 
+
+#[cfg(test)]
+mod tests;
