@@ -881,8 +881,13 @@ fn imap_bounds(input: &[u8], c: &proto::imap::Command) {
         Append { head, .. } => list(head.flags.len()),
         UidExpunge(s) => imap_set_ok(s),
         Search { key, ret, .. } => {
+            // Keys side by side at the top are given as one And, which the
+            // parser does not count (a parenthesized one it does).
             let (mut depth, mut keys) = (0, 0);
-            imap_search_size(key, 0, &mut depth, &mut keys);
+            match key {
+                proto::imap::SearchKey::And(top) => top.iter().for_each(|k| imap_search_size(k, 0, &mut depth, &mut keys)),
+                k => imap_search_size(k, 0, &mut depth, &mut keys),
+            }
             assert!(depth <= MAX_NESTING && keys <= MAX_SEARCH_KEYS, "a search program {depth} deep of {keys} keys");
             if let Some(r) = ret {
                 list(r.len());
