@@ -1284,7 +1284,5 @@ fn partial(p: &mut P<'_>) -> R<Option<Partial>> {
     Ok(Some(Partial { origin, length }))
 }
 
-
-
 #[cfg(test)]
 mod tests;
