@@ -1,6 +1,6 @@
 //! The IMAP command parser (RFC 3501 9, with the extensions mailfort
-//! offers). [`parse_command`] reads one complete command as the framer
-//! ([`super::frame::scan`]) delimits it: its lines with their literals
+//! offers). [`parse_command`] reads one complete command as the daemon's framer
+//! (`maild::imap`) delimits it: its lines with their literals
 //! inline, without the final CRLF. An APPEND is read only up to the
 //! announcement of its message literal (see [`AppendHead`]).
 //!
@@ -119,10 +119,6 @@ fn is_base64(b: &[u8]) -> bool {
 fn ascii_string(b: &[u8]) -> String {
     // Only called on bytes checked to be ASCII.
     b.iter().map(|&c| c as char).collect()
-}
-
-fn utf8_string(b: Vec<u8>) -> R<String> {
-    String::from_utf8(b).map_err(|_| "not UTF-8")
 }
 
 // ---------------------------------------------------------------------------
