@@ -441,6 +441,14 @@ impl Record {
         Ok(r)
     }
 
+    /// UIDs expunged after `modseq` (RFC 7162 3.2.5.2), and whether the
+    /// history reaches back that far (if not, the caller must assume any
+    /// UID not in the folder may be among them).
+    fn vanished_since(&self, modseq: u64) -> (Vec<(u32, u32)>, bool) {
+        let complete = modseq >= self.vanished_floor;
+        (self.vanished.iter().filter(|(m, _, _)| *m > modseq).map(|&(_, a, b)| (a, b)).collect(), complete)
+    }
+
     fn bump(&mut self) -> u64 {
         self.highestmodseq += 1;
         self.highestmodseq
@@ -530,9 +538,6 @@ pub struct View {
     /// UIDs this sync moved out of `new/` for the caller: its `\Recent`
     /// messages (RFC 3501 2.3.2).
     pub claimed: Vec<u32>,
-    /// Expunge history (modseq, first uid, last uid) and its floor.
-    pub vanished: Vec<(u64, u32, u32)>,
-    pub vanished_floor: u64,
     /// The stamp taken before the scan this view came from; `None` when the
     /// view came from the record alone (the next sync must look).
     pub stamp: Option<Stamp>,
@@ -548,8 +553,6 @@ impl View {
             keywords_full: r.keywords.len() >= MAX_KEYWORDS,
             msgs: r.msgs.clone(),
             claimed,
-            vanished: r.vanished.clone(),
-            vanished_floor: r.vanished_floor,
             stamp,
         }
     }
@@ -564,13 +567,6 @@ impl View {
         self.keywords.iter().enumerate().filter(move |(i, _)| flags.has_keyword(*i)).map(|(_, k)| k.as_str())
     }
 
-    /// UIDs expunged after `modseq` (RFC 7162 3.2.5.2), and whether the
-    /// history reaches back that far (if not, the caller must assume any
-    /// UID not in the folder may be among them).
-    pub fn vanished_since(&self, modseq: u64) -> (Vec<(u32, u32)>, bool) {
-        let complete = modseq >= self.vanished_floor;
-        (self.vanished.iter().filter(|(m, _, _)| *m > modseq).map(|&(_, a, b)| (a, b)).collect(), complete)
-    }
 }
 
 /// What a sync should do beside reading.
@@ -762,6 +758,16 @@ fn read_record(dir: &Path) -> Result<Option<Record>, ImapError> {
     }
 }
 
+/// The sizes a folder's record gives its files (`cur/<name>` -> octets),
+/// empty when there is no readable record. Files are never rewritten, so
+/// a size recorded under a file's current name is its size.
+pub(crate) fn recorded_sizes(dir: &Path) -> HashMap<String, u64> {
+    match read_record(dir) {
+        Ok(Some(r)) => r.msgs.into_iter().map(|m| (m.file, m.size)).collect(),
+        _ => HashMap::new(),
+    }
+}
+
 /// The lease name of a folder: readable where it fits, hashed where the
 /// name would be too long for a file name (two folders that share a hash
 /// only share a lock).
@@ -859,6 +865,18 @@ impl Store {
         let claimed = reconcile(&dir, &mut locked.record, s, mode)?;
         let r = locked.commit()?;
         Ok(Some(View::of(&r, claimed, Some(stamp))))
+    }
+
+    /// UIDs expunged from a folder after `modseq` (RFC 7162 3.2.5.2 QRESYNC,
+    /// 3.2.6 VANISHED) as ranges, and whether the history reaches back that
+    /// far. Read from the record: views do not carry the history, which
+    /// would cost every session its size.
+    pub fn imap_vanished(&self, f: FolderRef<'_>, modseq: u64) -> Result<(Vec<(u32, u32)>, bool), ImapError> {
+        let (_, dir) = self.folder_path(f)?;
+        match read_record(&dir)? {
+            Some(r) => Ok(r.vanished_since(modseq)),
+            None => Ok((Vec::new(), modseq == 0)),
+        }
     }
 
     /// The stamp of a folder now (for IDLE watchers).
