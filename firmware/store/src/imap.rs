@@ -59,6 +59,8 @@ pub const RECORD_MAGIC: &str = "mailfort-uids 1";
 pub const SPECIAL_USE: &str = "mailfort-special-use";
 /// Subscribed folders (RFC 3501 6.3.6), one name a line, in the Maildir.
 pub const SUBSCRIPTIONS: &str = "mailfort-subscriptions";
+/// The last UIDVALIDITY the account gave a folder, in the Maildir.
+pub const LAST_UIDVALIDITY: &str = "mailfort-uidvalidity";
 /// The IMAP hierarchy delimiter (RFC 3501 5.1.1).
 pub const DELIMITER: char = '/';
 /// The folders every account has, with their SPECIAL-USE attribute
@@ -285,6 +287,11 @@ pub fn normalize_name(name: &str) -> Result<String, ImapError> {
     if name.chars().any(|c| c.is_control()) {
         return Err(ImapError::BadName("control character in a folder name"));
     }
+    if !name.is_ascii() || !modified_utf7_ok(name) {
+        // RFC 3501 5.1.3: international names travel in modified UTF-7
+        // (UTF8=ACCEPT, RFC 6855, is not offered).
+        return Err(ImapError::BadName("mailbox names must be modified UTF-7 (RFC 3501 5.1.3)"));
+    }
     let levels: Vec<&str> = name.split(DELIMITER).collect();
     if levels.len() > MAX_FOLDER_DEPTH {
         return Err(ImapError::BadName("folder name too deep"));
@@ -304,6 +311,34 @@ pub fn normalize_name(name: &str) -> Result<String, ImapError> {
         }
     }
     Ok(out)
+}
+
+/// RFC 3501 5.1.3: `&` starts a shift to modified BASE64 (`+` and `,`
+/// for the last two digits, no padding) that `-` ends; `&-` is `&`.
+fn modified_utf7_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'&' {
+            let start = i + 1;
+            let mut j = start;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'+' || b[j] == b',') {
+                j += 1;
+            }
+            if j >= b.len() || b[j] != b'-' {
+                return false;
+            }
+            // A shifted run encodes UTF-16: whole 16-bit units, so its
+            // length in digits is never 1, 4 or 7 mod 8 (RFC 2152 leftovers).
+            if matches!((j - start) % 8, 1 | 4 | 7) {
+                return false;
+            }
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    true
 }
 
 /// One folder of an account.
@@ -821,18 +856,25 @@ impl Store {
         };
         let record = match read_record(dir)? {
             Some(r) => r,
-            None => Record::new(self.new_uidvalidity(dir)),
+            None => Record::new(self.new_uidvalidity(addr)?),
         };
         Ok(Locked { lease: Some(lease), record, dir: dir.to_path_buf() })
     }
 
-    /// RFC 3501 2.3.1.1: UIDVALIDITY should be a 32-bit timestamp, larger
-    /// for every new incarnation of a name. The folder's directory time
-    /// (the store's clock) or the local clock, whichever is later.
-    fn new_uidvalidity(&self, dir: &Path) -> u32 {
-        let local = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
-        let dir_t = fs::metadata(dir.join("cur")).ok().map(|m| mtime_secs(&m).max(0) as u64).unwrap_or(0);
-        u32::try_from(local.max(dir_t)).unwrap_or(u32::MAX).max(1)
+    /// RFC 3501 2.3.1.1: a name deleted and created again must get a new
+    /// UIDVALIDITY. A 32-bit timestamp, but always past
+    /// the last one the account gave ([`LAST_UIDVALIDITY`]), so that a
+    /// DELETE and CREATE within a second differ too. Written durably before
+    /// it is used.
+    fn new_uidvalidity(&self, addr: &Address) -> Result<u32, ImapError> {
+        let root = self.maildir_path(addr);
+        let path = root.join(LAST_UIDVALIDITY);
+        let last = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
+        // A node's clock is enough: the value only has to grow.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs());
+        let v = u32::try_from(now).unwrap_or(u32::MAX).max(last.saturating_add(1)).max(1);
+        fsutil::write_atomic(&path, format!("{v}\n").as_bytes()).map_err(io_fail(&path))?;
+        Ok(v)
     }
 
     /// Reads a folder: its record and its messages, reconciled under the

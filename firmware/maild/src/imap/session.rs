@@ -971,6 +971,20 @@ impl Session {
                 }
             }
         }
+        // LSUB: the levels above subscribed names, for RFC 3501 6.3.9's
+        // `%` rule below.
+        if lsub {
+            for s in &subs {
+                let mut at = 0;
+                while let Some(i) = s[at..].find('/') {
+                    let parent = &s[..at + i];
+                    if !names.iter().any(|(n, _, _)| n == parent) {
+                        names.push((parent.to_string(), None, folders.iter().any(|f| f.name == parent)));
+                    }
+                    at += i + 1;
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut status_for = Vec::new();
         for (name, use_, exists) in &names {
@@ -982,7 +996,10 @@ impl Session {
             // RFC 5258 3.5: with RECURSIVEMATCH, a parent that is not
             // subscribed is listed with CHILDINFO when a child is.
             let childinfo = select.subscribed && select.recursive_match && !subscribed && sub_child && listed;
-            if !listed || (select.subscribed || lsub) && !subscribed && !childinfo {
+            // RFC 3501 6.3.9: when `%` stops above a subscribed name, LSUB
+            // lists the unsubscribed level it stopped at, as \Noselect.
+            let lsub_parent = lsub && !subscribed && listed && subs.iter().any(|s| s.starts_with(&prefix) && !matches(s));
+            if !listed || (select.subscribed || lsub) && !subscribed && !childinfo && !lsub_parent {
                 continue;
             }
             if select.special_use && use_.is_none() {
@@ -992,7 +1009,7 @@ impl Session {
             if !exists {
                 attrs.push(if lsub { "\\Noselect" } else { "\\NonExistent" });
             }
-            if childinfo && lsub {
+            if lsub_parent {
                 attrs.push("\\Noselect");
             }
             if !lsub {
@@ -1497,7 +1514,7 @@ impl Session {
             }
         }
         let needs = fetch::needs_message(attrs);
-        let with_modseq = self.condstore && (modifiers.changed_since.is_some() || attrs.iter().any(|a| matches!(a, FetchAttr::ModSeq)));
+        let condstore = self.condstore;
         let mut out = Vec::new();
         let mut missing = false;
         let mut bad_cte = false;
@@ -1534,8 +1551,10 @@ impl Session {
                 recent: sm.recent,
                 view: &sel.view,
                 parsed: parsed.as_ref(),
-                with_uid: uid,
-                with_modseq,
+                // RFC 7162 3.2.4: once CONDSTORE is on, UID and MODSEQ in
+                // every untagged FETCH.
+                with_uid: uid || condstore,
+                with_modseq: condstore,
                 with_flags: seen_set.contains(&sm.uid),
             };
             if fetch::write(&mut out, attrs, &item).is_err() {
@@ -1612,7 +1631,7 @@ impl Session {
                 continue;
             }
             let _ = write!(Out(&mut out), "* {} FETCH (", i + 1);
-            if uid {
+            if uid || condstore {
                 let _ = write!(Out(&mut out), "UID {} ", u);
             }
             if !silent {

@@ -371,7 +371,7 @@ async fn condstore_and_qresync() {
     let hms: u64 = r.iter().find_map(|l| l.strip_prefix("* OK [HIGHESTMODSEQ ")).unwrap().split(']').next().unwrap().parse().unwrap();
     let uv = r.iter().find_map(|l| l.strip_prefix("* OK [UIDVALIDITY ")).unwrap().split(']').next().unwrap().to_string();
     let r = c.imap_cmd("b", &format!("STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Answered)")).await;
-    assert!(r[0].starts_with("* 1 FETCH (FLAGS (\\Answered \\Recent) MODSEQ ("), "{r:?}");
+    assert!(r[0].starts_with("* 1 FETCH (UID 1 FLAGS (\\Answered \\Recent) MODSEQ ("), "{r:?}");
     let r = c.imap_cmd("c", &format!("STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Seen)")).await;
     assert_eq!(last(&r), "c OK [MODIFIED 1] conditional STORE failed");
     let r = c.imap_cmd("d", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})")).await;

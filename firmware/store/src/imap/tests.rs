@@ -48,11 +48,11 @@ fn folder_names_map_to_one_directory_and_back() {
     assert_eq!(folder_dir(root, "Work/2026").unwrap(), root.join(".Work.2026"));
     assert_eq!(folder_dir(root, "v1.2%/x").unwrap(), root.join(".v1%2E2%25.x"));
     assert_eq!(folder_dir(root, "InBox/sub").unwrap(), root.join(".INBOX.sub"));
-    for name in ["Sent", "Work/2026", "v1.2%/x", "&AOQ-rger", "a b/c"] {
+    for name in ["Sent", "Work/2026", "v1.2%/x", "&AOQ-rger", "a b/c", "Caf&AOk-", "R&-D"] {
         let d = folder_dir(root, name).unwrap();
         assert_eq!(name_of_dir(d.file_name().unwrap().to_str().unwrap()).as_deref(), Some(name));
     }
-    for bad in ["", "a//b", "/a", "a/", "x\ny", &"a/".repeat(20)] {
+    for bad in ["", "a//b", "/a", "a/", "x\ny", &"a/".repeat(20), "Caf\u{e9}", "bad&name", "&AOk", "&A-"] {
         assert!(folder_dir(root, bad).is_err(), "{bad:?}");
     }
     for not_folder in [".", "..", ".a..b", ".x%2", ".x%41", ".mailfort-uids.tmp.1.2", "cur"] {
@@ -88,6 +88,21 @@ fn vanished_history_is_bounded_with_a_floor() {
     assert_eq!(r.vanished.len(), MAX_VANISHED_RANGES);
     assert_eq!(r.vanished_floor, 11);
     assert!(!r.vanished_since(5).1 && r.vanished_since(11).1);
+}
+
+#[test]
+fn a_name_created_again_gets_a_new_uidvalidity() {
+    let (_d, s, a) = setup();
+    let f = FolderRef { addr: &a, name: "Reborn" };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        s.imap_create(&a, "Reborn", None).unwrap();
+        let v = sync(&s, f);
+        assert!(!seen.contains(&v.uidvalidity), "UIDVALIDITY {} again", v.uidvalidity);
+        seen.push(v.uidvalidity);
+        s.imap_delete(&a, "Reborn").unwrap();
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 }
 
 #[test]
