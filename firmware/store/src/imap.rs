@@ -1208,8 +1208,7 @@ impl Store {
             if dir.join("cur").is_dir() {
                 continue;
             }
-            make_folder(&dir)?;
-            fsutil::write_atomic(&dir.join(SPECIAL_USE), format!("{use_}\n").as_bytes()).map_err(io_fail(&dir))?;
+            make_folder(&dir, Some(use_))?;
             made = true;
         }
         if made {
@@ -1285,13 +1284,10 @@ impl Store {
         if folders.len() + parents.len() + 1 > MAX_FOLDERS {
             return Err(ImapError::TooManyFolders);
         }
-        for p in parents.iter().chain(std::iter::once(&name)) {
-            make_folder(&folder_dir(&root, p)?)?;
+        for p in &parents {
+            make_folder(&folder_dir(&root, p)?, None)?;
         }
-        if let Some(u) = special_use {
-            let dir = folder_dir(&root, &name)?;
-            fsutil::write_atomic(&dir.join(SPECIAL_USE), format!("{u}\n").as_bytes()).map_err(io_fail(&dir))?;
-        }
+        make_folder(&folder_dir(&root, &name)?, special_use)?;
         fsutil::sync_dir(&root).map_err(io_fail(&root))?;
         Ok(())
     }
@@ -1367,7 +1363,7 @@ impl Store {
             }
             acc.push_str(l);
             if acc != "INBOX" && !folders.iter().any(|f| f.name == acc) {
-                make_folder(&folder_dir(&root, &acc)?)?;
+                make_folder(&folder_dir(&root, &acc)?, None)?;
             }
         }
         let prefix = format!("{from}{DELIMITER}");
@@ -1457,12 +1453,38 @@ fn sweep_temporaries(dir: &Path) {
 /// The prefix of a folder directory being deleted.
 pub const DELETING_PREFIX: &str = "deleting.";
 
-fn make_folder(dir: &Path) -> Result<(), ImapError> {
+/// Makes a folder's directory under an existing Maildir, with its
+/// SPECIAL-USE attribute. `cur/` comes last: a directory is a folder once
+/// it has one (`imap_folders`), so a crash leaves a folder whole or a
+/// directory no one lists. One fsync of the file and of the folder's
+/// directory; the caller fsyncs the Maildir once for all it made (on NFS
+/// each fsync is a round trip to the storage host).
+fn make_folder(dir: &Path, special_use: Option<&str>) -> Result<(), ImapError> {
+    match fsutil::create_private_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_fail(dir)(e)),
+    }
+    if let Some(u) = special_use {
+        let path = dir.join(SPECIAL_USE);
+        let write = || -> io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(fsutil::FILE_MODE).open(&path)?;
+            f.write_all(format!("{u}\n").as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(io_fail(&path))?;
+    }
     for sub in ["tmp", "new", "cur"] {
         let d = dir.join(sub);
-        fsutil::create_dir_durable(&d).map_err(io_fail(&d))?;
+        match fsutil::create_private_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_fail(&d)(e)),
+        }
     }
-    Ok(())
+    fsutil::sync_dir(dir).map_err(io_fail(dir))
 }
 
 fn set_mtime(path: &Path, unix: i64) -> io::Result<()> {

@@ -645,7 +645,10 @@ impl Session {
                 tracing::error!(user = %user, error = %e, "cannot prepare the IMAP folders");
                 return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue));
             }
-            Err(_) => return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue)),
+            Err(e) => {
+                tracing::error!(user = %user, error = %e, "the store did not prepare the IMAP folders in time");
+                return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue));
+            }
         }
         tracing::info!(peer = %self.peer, user = %user, "IMAP login");
         self.state = State::Authenticated(user);
