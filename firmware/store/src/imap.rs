@@ -736,9 +736,9 @@ fn reconcile(dir: &Path, r: &mut Record, mut s: Scan, mode: SyncMode) -> Result<
                 Err(e) => return Err(io_fail(&dir.join(&m.file))(e)),
             }
         }
-        if moved_dirs {
-            sync_dirs(dir)?;
-        }
+        // Not fsynced: after a crash a claimed file may be back in new/,
+        // which the next sync finds and records again; no UID changes.
+        let _ = moved_dirs;
     }
     Ok(claimed)
 }
@@ -756,18 +756,75 @@ struct Locked {
     lease: Option<Lease>,
     record: Record,
     dir: PathBuf,
+    /// This process's turn on the folder (released after the lease).
+    _turn: LocalTurn,
+}
+
+/// Sessions of one process take a folder's lease in turn, waiting on a
+/// condition variable instead of polling the lease file: the lease then
+/// serves only to keep other nodes out.
+struct LocalTurn {
+    slot: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl LocalTurn {
+    fn take(key: &str, within: Duration) -> Option<LocalTurn> {
+        static SLOTS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>>> = std::sync::OnceLock::new();
+        let slot = {
+            let mut map = SLOTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+            // Forget folders no one waits for (bounds the map).
+            if map.len() > 4096 {
+                map.retain(|_, v| Arc::strong_count(v) > 1);
+            }
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let (m, cv) = &*slot;
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + within;
+        while *busy {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = cv.wait_timeout(busy, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *busy = true;
+        drop(busy);
+        Some(LocalTurn { slot })
+    }
+}
+
+impl Drop for LocalTurn {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.slot;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        cv.notify_one();
+    }
 }
 
 impl Locked {
-    /// Writes the record (durably) and releases the lease.
-    fn commit(mut self) -> Result<Record, ImapError> {
+    /// Writes the record durably and releases the lease: for every change
+    /// that gives out UIDs or removes messages.
+    fn commit(self) -> Result<Record, ImapError> {
+        self.commit_with(true)
+    }
+
+    /// Writes the record and releases the lease; `durable` false for flag
+    /// changes only (as Dovecot, which does not fsync its index): a crash
+    /// of the storage host may then bring back the older record, whose
+    /// flags the next sync finds different from the file names and takes
+    /// with new modseqs; UIDNEXT is never part of what can be lost, as
+    /// every change that moves it is durable.
+    fn commit_with(mut self, durable: bool) -> Result<Record, ImapError> {
         let path = self.dir.join(RECORD);
         if let Some(l) = &self.lease {
             if !l.still_held() {
                 return Err(ImapError::Busy);
             }
         }
-        fsutil::write_atomic_at(&path, &self.record.encode(), "imap:record-before-rename").map_err(io_fail(&path))?;
+        let data = self.record.encode();
+        if durable {
+            fsutil::write_atomic_at(&path, &data, "imap:record-before-rename").map_err(io_fail(&path))?;
+        } else {
+            fsutil::write_atomic_nosync(&path, &data).map_err(io_fail(&path))?;
+        }
         if let Some(l) = self.lease.take() {
             let _ = l.release();
         }
@@ -843,13 +900,15 @@ impl Store {
         }
         let lease_name = lease_name(addr, name);
         let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
+        let turn = LocalTurn::take(&self.locks_dir().join(&lease_name).to_string_lossy(), FOLDER_LEASE_WAIT).ok_or(ImapError::Busy)?;
+        // Another node holds it: poll, briefly (it holds it for milliseconds).
+        let mut pause = Duration::from_millis(1);
         let lease = loop {
             match self.take_lease(&lease_name, who, FOLDER_LEASE_TTL) {
                 Ok(l) => break l,
                 Err(LockError::InUse { .. }) if start.elapsed() < FOLDER_LEASE_WAIT => {
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    pause = (pause * 2).min(Duration::from_millis(10));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -858,7 +917,7 @@ impl Store {
             Some(r) => r,
             None => Record::new(self.new_uidvalidity(addr)?),
         };
-        Ok(Locked { lease: Some(lease), record, dir: dir.to_path_buf() })
+        Ok(Locked { lease: Some(lease), record, dir: dir.to_path_buf(), _turn: turn })
     }
 
     /// RFC 3501 2.3.1.1: a name deleted and created again must get a new
@@ -904,8 +963,11 @@ impl Store {
         sweep_temporaries(&dir);
         let stamp = Stamp::of(&dir);
         let s = scan(&dir, true)?;
+        let (next, count, known) = (locked.record.uidnext, locked.record.msgs.len(), dir.join(RECORD).exists());
         let claimed = reconcile(&dir, &mut locked.record, s, mode)?;
-        let r = locked.commit()?;
+        // UIDs given out or messages gone: durable; only flags or claims: not.
+        let durable = !known || locked.record.uidnext != next || locked.record.msgs.len() != count;
+        let r = locked.commit_with(durable)?;
         Ok(Some(View::of(&r, claimed, Some(stamp))))
     }
 
@@ -1026,10 +1088,9 @@ impl Store {
             changed.push(uid);
             dirs_touched = true;
         }
-        if dirs_touched {
-            sync_dirs(&dir)?;
-        }
-        let r = if changed.is_empty() && keywords.is_empty() { locked.record.clone() } else { locked.commit()? };
+        // Flag changes are not fsynced (see `Locked::commit_with`).
+        let _ = dirs_touched;
+        let r = if changed.is_empty() && keywords.is_empty() { locked.record.clone() } else { locked.commit_with(false)? };
         Ok(StoreOutcome { view: View::of(&r, Vec::new(), None), changed, failed })
     }
 
