@@ -322,3 +322,22 @@ mod tests {
         assert!(d.ends_with(" +0000") && d.len() >= 29, "{d}");
     }
 }
+
+/// Message number `seq` of run `run_id` as stored (CRLF line ends, no
+/// dot-stuffing): for APPEND and for files written into a Maildir.
+pub fn raw(run_id: &str, seq: u64, size: usize, from: &str, to: &str) -> Vec<u8> {
+    let w = build(run_id, seq, size, from, to, "bench.localhost");
+    let body = &w.wire[..w.wire.len() - 3]; // without the final ".\r\n"
+    let mut out = Vec::with_capacity(w.size);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            at_line_start = false;
+            continue; // the stuffed dot
+        }
+        at_line_start = b == b'\n';
+        out.push(b);
+    }
+    debug_assert_eq!(out.len(), w.size);
+    out
+}

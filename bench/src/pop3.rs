@@ -24,6 +24,10 @@ pub struct Pop3Args {
     /// Fail unless every session sees at least this many messages.
     #[arg(long, default_value_t = 0)]
     pub expect_min: u64,
+    /// Only log in, STAT and QUIT (no LIST or RETR): times connect to the
+    /// STAT reply, for a big mailbox.
+    #[arg(long)]
+    pub stat_only: bool,
     /// Timeout in seconds for each connect, write and reply line.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -35,6 +39,8 @@ struct Session {
     bytes: u64,
     bench_intact: u64,
     bench_corrupt: u64,
+    /// From the connect to the STAT reply.
+    to_stat: Duration,
 }
 
 async fn status(c: &mut Conn, buf: &mut Vec<u8>, what: &str) -> Result<String> {
@@ -66,6 +72,7 @@ async fn multiline(c: &mut Conn, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result
 
 async fn session(a: &Pop3Args, user: &str, password: &str) -> Result<Session> {
     let mut s = Session::default();
+    let t0 = Instant::now();
     let mut c = Conn::connect(&a.target, Duration::from_secs(a.timeout)).await?;
     let mut buf = Vec::with_capacity(4096);
     let mut body = Vec::with_capacity(64 * 1024);
@@ -81,6 +88,14 @@ async fn session(a: &Pop3Args, user: &str, password: &str) -> Result<Session> {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("STAT reply {stat:?}"))?;
+    s.to_stat = t0.elapsed();
+    if a.stat_only {
+        s.messages = count;
+        c.send(b"QUIT\r\n").await?;
+        status(&mut c, &mut buf, "QUIT").await?;
+        c.close().await;
+        return Ok(s);
+    }
     c.send(b"LIST\r\n").await?;
     status(&mut c, &mut buf, "LIST").await?;
     multiline(&mut c, &mut buf, &mut body).await?;
@@ -136,6 +151,7 @@ pub async fn run(a: Pop3Args) -> Result<bool> {
         }));
     }
     let mut total = Session::default();
+    let mut to_stat = Vec::new();
     let mut sessions = 0u64;
     let mut ok = true;
     for t in tasks {
@@ -143,6 +159,7 @@ pub async fn run(a: Pop3Args) -> Result<bool> {
             match r {
                 Ok(s) => {
                     sessions += 1;
+                    to_stat.push(s.to_stat);
                     if s.messages < a.expect_min {
                         println!(
                             "error: a session saw {} messages, expected at least {}",
@@ -179,10 +196,17 @@ pub async fn run(a: Pop3Args) -> Result<bool> {
         "benchmark messages: {} intact, {} corrupt",
         total.bench_intact, total.bench_corrupt
     );
+    let first_ms = to_stat.first().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    let warm_ms = if to_stat.len() > 1 { crate::stats::median_ms(&to_stat[1..]) } else { first_ms };
+    println!("connect to STAT reply: first session {first_ms:.1} ms, later sessions median {warm_ms:.1} ms");
     println!("elapsed: {secs:.3} s");
-    println!("throughput: {rate:.1} msgs/s, {mbs:.2} MB/s");
+    if a.stat_only {
+        println!("(STAT only: messages counted, none retrieved)");
+    } else {
+        println!("throughput: {rate:.1} msgs/s, {mbs:.2} MB/s");
+    }
     println!(
-        "summary: proto=pop3 sessions={sessions} messages={} bytes={} corrupt={} elapsed_s={secs:.3} msgs_per_s={rate:.1} mb_per_s={mbs:.2}",
+        "summary: proto=pop3 sessions={sessions} messages={} bytes={} corrupt={} elapsed_s={secs:.3} msgs_per_s={rate:.1} mb_per_s={mbs:.2} stat_first_ms={first_ms:.1} stat_warm_ms={warm_ms:.1}",
         total.messages, total.bytes, total.bench_corrupt
     );
     Ok(ok)
