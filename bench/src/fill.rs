@@ -104,6 +104,14 @@ pub fn fill(dir: &Path, want: u64, size: usize, owner: Option<&str>) -> Result<u
     Ok(todo)
 }
 
+/// Writes every dirty page of the machine back (sync(2)), so that a timed
+/// step after a fill (or after a server renamed many files) does not share
+/// the disk with that write-back.
+pub fn sync_all() {
+    // SAFETY: sync() takes no arguments and cannot fail.
+    unsafe { libc::sync() }
+}
+
 pub async fn run(a: FillArgs) -> Result<bool> {
     let start = Instant::now();
     let (dir, want, size, owner) = (a.maildir.clone(), a.messages, a.size, a.owner.clone());
