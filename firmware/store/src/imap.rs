@@ -408,17 +408,25 @@ struct Record {
     vanished_floor: u64,
     /// By UID, ascending.
     msgs: Vec<Msg>,
+    /// The stamps `new/` and `cur/` had when the record was found to list
+    /// them exactly and they had not changed for [`STAMP_SETTLE`] by the
+    /// store's clock: while both still match, a reader needs no readdir().
+    /// Cleared by every other write.
+    settled: Option<(fsutil::FileStamp, fsutil::FileStamp)>,
 }
 
 impl Record {
     fn new(uidvalidity: u32) -> Record {
-        Record { uidvalidity, uidnext: 1, highestmodseq: 1, keywords: Vec::new(), vanished: Vec::new(), vanished_floor: 0, msgs: Vec::new() }
+        Record { uidvalidity, uidnext: 1, highestmodseq: 1, keywords: Vec::new(), vanished: Vec::new(), vanished_floor: 0, msgs: Vec::new(), settled: None }
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut s = String::with_capacity(64 + self.msgs.len() * 64);
         let _ = writeln!(s, "{RECORD_MAGIC}");
         let _ = writeln!(s, "V {} N {} M {} F {}", self.uidvalidity, self.uidnext, self.highestmodseq, self.vanished_floor);
+        if let Some((n, c)) = &self.settled {
+            let _ = writeln!(s, "S {} {}", n.encode(), c.encode());
+        }
         for k in &self.keywords {
             let _ = writeln!(s, "K {k}");
         }
@@ -450,6 +458,9 @@ impl Record {
         for line in lines {
             if let Some(k) = line.strip_prefix("K ") {
                 r.keywords.push(k.to_string());
+            } else if let Some(x) = line.strip_prefix("S ") {
+                let (n, c) = x.split_once(' ').ok_or("bad stamp line")?;
+                r.settled = Some((fsutil::FileStamp::decode(n).ok_or("bad stamp")?, fsutil::FileStamp::decode(c).ok_or("bad stamp")?));
             } else if let Some(x) = line.strip_prefix("X ") {
                 let v: Vec<&str> = x.split(' ').collect();
                 if v.len() != 3 {
@@ -819,6 +830,9 @@ impl Locked {
                 return Err(ImapError::Busy);
             }
         }
+        // Written because something changed: the directories' settled
+        // stamps no longer describe it (see `Store::settle`).
+        self.record.settled = None;
         let data = self.record.encode();
         if durable {
             fsutil::write_atomic_at(&path, &data, "imap:record-before-rename").map_err(io_fail(&path))?;
@@ -954,8 +968,15 @@ impl Store {
             }
         }
         if let Some(r) = read_record(&dir)? {
+            // The directories are as they were when the record was last
+            // found exact and settled: nothing to look at.
+            let wants_claim = mode.claim_new && r.msgs.iter().any(|m| m.in_new());
+            if !wants_claim && r.settled.is_some() && r.settled == stamp.new.zip(stamp.cur) {
+                return Ok(Some(View::of(&r, Vec::new(), Some(stamp))));
+            }
             let s = scan(&dir, false)?;
             if agrees(&r, &s, mode) {
+                self.settle(f.addr, &name, &dir, who, &r, &stamp);
                 return Ok(Some(View::of(&r, Vec::new(), Some(stamp))));
             }
         }
@@ -981,6 +1002,46 @@ impl Store {
             Some(r) => Ok(r.vanished_since(modseq)),
             None => Ok((Vec::new(), modseq == 0)),
         }
+    }
+
+    /// After a readdir() found the record exact: if the directories had
+    /// not changed for [`STAMP_SETTLE`] by the store's clock before their
+    /// stamps were taken, remember the stamps in the record, so that the
+    /// next readers skip the readdir() while they hold. Any later change
+    /// of a directory happens after that quiet time and so changes its
+    /// stamp. Best effort: a busy folder or a failure only means the next
+    /// reader looks again.
+    fn settle(&self, addr: &Address, name: &str, dir: &Path, who: Claimant<'_>, seen: &Record, stamp: &Stamp) {
+        let (Some(n), Some(c)) = (stamp.new, stamp.cur) else { return };
+        let Ok(now) = self.now(who.node) else { return };
+        let quiet = |st: &fsutil::FileStamp| {
+            let (secs, nanos) = st.mtime();
+            let t = UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
+            now.duration_since(t).is_ok_and(|age| age > STAMP_SETTLE)
+        };
+        if !quiet(&n) || !quiet(&c) {
+            return;
+        }
+        // Only if no one else holds the folder now: never wait for this.
+        let Some(turn) = LocalTurn::take(&self.locks_dir().join(lease_name(addr, name)).to_string_lossy(), Duration::ZERO) else { return };
+        let Ok(lease) = self.take_lease(&lease_name(addr, name), who, FOLDER_LEASE_TTL) else { return };
+        let mut locked = Locked { lease: Some(lease), record: match read_record(dir) {
+            Ok(Some(r)) => r,
+            _ => return,
+        }, dir: dir.to_path_buf(), _turn: turn };
+        let again = Stamp::of(dir);
+        if again.new != Some(n) || again.cur != Some(c) || locked.record.msgs != seen.msgs || locked.record.uidnext != seen.uidnext {
+            return;
+        }
+        let path = dir.join(RECORD);
+        if let Some(l) = &locked.lease {
+            if !l.still_held() {
+                return;
+            }
+        }
+        locked.record.settled = Some((n, c));
+        // Not fsynced: losing it only costs the next reader a readdir().
+        let _ = fsutil::write_atomic_nosync(&path, &locked.record.encode());
     }
 
     /// The stamp of a folder now (for IDLE watchers).

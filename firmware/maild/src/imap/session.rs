@@ -618,11 +618,9 @@ impl Session {
     async fn login_failed(&mut self, done: Done) -> Result<(Done, Flow), ConnError> {
         self.auth_failures += 1;
         if self.auth_failures >= self.shared.config.limits.max_auth_failures {
-            let line = match &done {
-                Done::No(t) | Done::Ok(t) | Done::Bad(t) => t.clone(),
-                Done::Sent => String::new(),
-            };
-            return Ok((Done::No(line), Flow::Close));
+            // RFC 3501 7.1.5: BYE before the server closes.
+            self.untagged("BYE too many failed logins").await?;
+            return Ok((done, Flow::Close));
         }
         Ok((done, Flow::Continue))
     }
@@ -635,7 +633,9 @@ impl Session {
             AuthOutcome::Accepted(u) => u,
             // RFC 5530 3: AUTHENTICATIONFAILED, UNAVAILABLE.
             AuthOutcome::Rejected => return self.login_failed(no("[AUTHENTICATIONFAILED] authentication failed")).await,
-            AuthOutcome::TryLater(why) => return self.login_failed(no(format!("[UNAVAILABLE] {why}"))).await,
+            // Not the client's fault (too many logins at once, the store
+            // slow): not counted against the session.
+            AuthOutcome::TryLater(why) => return Ok((no(format!("[UNAVAILABLE] {why}")), Flow::Continue)),
         };
         let store = self.shared.store.clone();
         let u = user.clone();

@@ -63,6 +63,8 @@ async fn wrong_passwords_are_refused_and_the_session_cut_off() {
     for i in 0..max {
         let r = c.imap_cmd("a", &format!("LOGIN {ALICE} wrong{i}")).await;
         assert_eq!(last(&r), "a NO [AUTHENTICATIONFAILED] authentication failed");
+        // RFC 3501 7.1.5: BYE before the close.
+        assert_eq!(r.len() == 2 && r[0] == "* BYE too many failed logins", i + 1 == max, "{r:?}");
     }
     c.closed().await;
     // SASL: "*" cancels with BAD (RFC 3501 6.2.2), bad base64 is BAD.

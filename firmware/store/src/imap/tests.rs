@@ -410,3 +410,36 @@ fn pop3_follows_a_message_renamed_by_imap() {
     assert!(s.list_messages(&a).unwrap().is_empty());
     assert_eq!(s.current_path(&listed[0]), None);
 }
+
+#[test]
+fn a_quiet_folder_is_read_without_readdir_until_it_changes() {
+    let (_d, s, a) = setup();
+    deliver(&s, &a, "Subject: 1\r\n\r\nx\r\n");
+    sync(&s, inbox(&a));
+    let md = s.maildir_path(&a);
+    let rec = || fs::read_to_string(md.join(RECORD)).unwrap();
+    assert!(!rec().lines().any(|l| l.starts_with("S ")), "not settled while fresh");
+    // The directories have been quiet for an hour.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for sub in ["new", "cur"] {
+        fs::File::open(md.join(sub)).unwrap().set_times(fs::FileTimes::new().set_modified(hour_ago)).unwrap();
+    }
+    sync(&s, inbox(&a));
+    assert!(rec().lines().any(|l| l.starts_with("S ")), "settled after a quiet readdir:\n{}", rec());
+    let v = sync(&s, inbox(&a));
+    assert_eq!(v.msgs.len(), 1);
+    // A delivery changes new/: the next reader looks, and finds it.
+    deliver(&s, &a, "Subject: 2\r\n\r\nx\r\n");
+    let v = sync(&s, inbox(&a));
+    assert_eq!(v.msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(!rec().lines().any(|l| l.starts_with("S ")), "a write clears the settled stamps");
+    // So does a POP3 delete behind the record's back.
+    for sub in ["new", "cur"] {
+        fs::File::open(md.join(sub)).unwrap().set_times(fs::FileTimes::new().set_modified(hour_ago)).unwrap();
+    }
+    sync(&s, inbox(&a));
+    assert!(rec().lines().any(|l| l.starts_with("S ")));
+    let entries = s.list_messages(&a).unwrap();
+    s.delete_messages(&[entries[0].path.as_path()]).unwrap();
+    assert_eq!(sync(&s, inbox(&a)).msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2]);
+}
