@@ -95,7 +95,7 @@ fn serve_flag_errors() {
     assert!(text(&o).contains("--tls-key"), "{}", text(&o));
     let quiet = f.dir.path().join("quiet.toml");
     std::fs::write(&quiet, "[outbound]\nenabled = false\n").unwrap();
-    let o = run(&["serve", "--config", quiet.to_str().unwrap(), "--store", s, "--node", "n1", "--smtp", "off", "--submission", "off", "--submissions", "off", "--pop3", "off", "--pop3s", "off"], "");
+    let o = run(&["serve", "--config", quiet.to_str().unwrap(), "--store", s, "--node", "n1", "--smtp", "off", "--submission", "off", "--submissions", "off", "--pop3", "off", "--pop3s", "off", "--imap", "off", "--imaps", "off"], "");
     assert!(text(&o).contains("nothing to serve"), "{}", text(&o));
     let cfg = f.dir.path().join("bad.toml");
     std::fs::write(&cfg, "no_such_setting = 1\n").unwrap();
@@ -109,7 +109,7 @@ fn serve_from_config_file() {
     let cfg = f.dir.path().join("node.toml");
     std::fs::write(
         &cfg,
-        format!("store = {:?}\nnode = \"cfgnode\"\nrank = 2\nsmtp = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\n[limits]\nmax_recipients = 150\n", f.store_arg()),
+        format!("store = {:?}\nnode = \"cfgnode\"\nrank = 2\nsmtp = [\"127.0.0.1:0\"]\nsubmission = []\nsubmissions = []\npop3 = [\"127.0.0.1:0\"]\npop3s = []\nimap = []\nimaps = []\n[limits]\nmax_recipients = 150\n", f.store_arg()),
     )
     .unwrap();
     let mut child = mailfort().args(["serve", "--config", cfg.to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap();

@@ -99,3 +99,140 @@ fn kill_at_every_step_of_enqueue_leaves_no_orphan_and_loses_nothing_acknowledged
         drop(node);
     }
 }
+
+/// The IMAP crash points, in the order an APPEND and an EXPUNGE pass them.
+const IMAP_POINTS: &[&str] = &["imap:append-after-link", "imap:record-before-rename", "imap:expunge-after-unlink"];
+
+/// A raw IMAP session logged in as alice (plaintext allowed on loopback).
+fn imap(node: &Node) -> Wire {
+    let mut w = Wire::connect(node.imap);
+    assert!(w.line().starts_with("* OK "));
+    w.send(b"a LOGIN alice@example.test secret\r\n");
+    assert!(w.line().starts_with("a OK "));
+    w
+}
+
+/// Reads to the tagged line of `tag`; all lines, or None when the
+/// connection broke first.
+fn until(w: &mut Wire, tag: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    loop {
+        let l = w.try_line().ok()?;
+        let done = l.starts_with(&format!("{tag} "));
+        out.push(l);
+        if done {
+            return Some(out);
+        }
+    }
+}
+
+/// APPENDs a message with subject `s` to INBOX: its UID, or None when the
+/// node died before answering.
+fn append(w: &mut Wire, tag: &str, s: &str) -> Option<u32> {
+    let msg = format!("Subject: {s}\r\n\r\nbody of {s}\r\n");
+    w.send(format!("{tag} APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()).as_bytes());
+    let r = until(w, tag)?;
+    let last = r.last()?;
+    assert!(last.starts_with(&format!("{tag} OK [APPENDUID ")), "{r:?}");
+    last.split(' ').nth(4)?.trim_end_matches(']').parse().ok()
+}
+
+/// UID -> subject of every message in INBOX, and UIDVALIDITY.
+fn inbox(node: &Node) -> (u32, Vec<(u32, String)>) {
+    let mut w = imap(node);
+    w.send(b"s SELECT INBOX\r\n");
+    let r = until(&mut w, "s").expect("SELECT answered");
+    let uv = r.iter().find_map(|l| l.strip_prefix("* OK [UIDVALIDITY ")).and_then(|x| x.split(']').next()).and_then(|x| x.parse().ok()).expect("UIDVALIDITY");
+    w.send(b"f UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n");
+    let mut out = Vec::new();
+    loop {
+        let l = w.line();
+        if l.starts_with("f ") {
+            break;
+        }
+        if let Some(rest) = l.strip_prefix("* ") {
+            let uid: u32 = rest.split("UID ").nth(1).and_then(|x| x.split(' ').next()).and_then(|x| x.parse().ok()).expect("UID in FETCH");
+            let subject = w.line();
+            w.line(); // the empty line that ends the header
+            w.line(); // ")"
+            out.push((uid, subject.trim_start_matches("Subject: ").to_string()));
+        }
+    }
+    (uv, out)
+}
+
+#[test]
+fn kill_during_append_and_expunge_loses_nothing_acknowledged_and_reuses_no_uid() {
+    let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: setrlimit with a valid struct, for this process and its children.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    let f = Fixture::new();
+    // UID -> subject as acknowledged: must hold for good.
+    let mut acked: Vec<(u32, String)> = Vec::new();
+    let mut uidvalidity = None;
+    for (i, point) in IMAP_POINTS.iter().enumerate() {
+        std::env::set_var("MAILFORT_CRASH_AT", format!("{point}@2"));
+        let mut node = start(&f);
+        std::env::remove_var("MAILFORT_CRASH_AT");
+        let mut w = imap(&node);
+        if point.starts_with("imap:expunge") {
+            // Two expunges: the first passes the point, the second dies.
+            let targets = [acked[0].0, acked[1].0];
+            for (n, tag) in [(0, "x1"), (1, "x2")] {
+                let uid = targets[n];
+                w.send(format!("{tag}s SELECT INBOX\r\n").as_bytes());
+                until(&mut w, &format!("{tag}s"));
+                w.send(format!("{tag}d UID STORE {uid} +FLAGS.SILENT (\\Deleted)\r\n").as_bytes());
+                until(&mut w, &format!("{tag}d"));
+                w.send(format!("{tag} EXPUNGE\r\n").as_bytes());
+                let r = until(&mut w, tag);
+                assert_eq!(r.is_some(), n == 0, "{point}: EXPUNGE {n} answered: {r:?}");
+                // The first is gone for good; the second's fate was never
+                // told (its file went just before the kill).
+                acked.retain(|a| a.0 != uid);
+            }
+        } else {
+            let kept = format!("kept-{i}");
+            let uid = append(&mut w, "a1", &kept).unwrap_or_else(|| panic!("{point}: first APPEND\n{}", node.log_text()));
+            acked.push((uid, kept));
+            // The second APPEND (or the record write of the sync after
+            // it) dies at the point.
+            let r = append(&mut w, "a2", &format!("killed-{i}"));
+            if r.is_some() {
+                // record-before-rename is also passed by syncs: the kill
+                // may come with the next command instead.
+                w.send(b"n NOOP\r\n");
+                let _ = until(&mut w, "n");
+            }
+        }
+        let status = node.wait_exit(Duration::from_secs(20)).unwrap_or_else(|| panic!("{point}: the node did not die\n{}", node.log_text()));
+        assert!(!status.success(), "{point}: {status:?}");
+        drop(node);
+        let node = start(&f);
+        let (uv, now) = inbox(&node);
+        assert_eq!(*uidvalidity.get_or_insert(uv), uv, "{point}: UIDVALIDITY changed");
+        for (uid, subject) in &acked {
+            assert!(now.contains(&(*uid, subject.clone())), "{point}: acknowledged {subject} (UID {uid}) not there under its UID: {now:?}");
+        }
+        // No UID names two messages, and UIDs only grow with time.
+        let mut seen = std::collections::HashMap::new();
+        for (uid, subject) in &now {
+            if let Some(prev) = seen.insert(*uid, subject.clone()) {
+                panic!("{point}: UID {uid} names {prev} and {subject}");
+            }
+        }
+        for (uid, subject) in &now {
+            if let Some((old, _)) = acked.iter().find(|(_, s)| s == subject) {
+                assert_eq!(old, uid, "{point}: {subject} renumbered");
+            }
+        }
+        // Whatever the killed APPEND left is numbered past every UID given.
+        let max_acked = acked.iter().map(|a| a.0).max().unwrap_or(0);
+        for (uid, subject) in &now {
+            if subject.starts_with("killed-") {
+                assert!(*uid > max_acked || acked.iter().all(|a| a.0 != *uid), "{point}: {subject} took UID {uid}");
+            }
+        }
+        drop(node);
+    }
+}

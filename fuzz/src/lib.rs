@@ -2,7 +2,7 @@
 //! sanitizers.
 //!
 //! - [`targets`]: one target per parser that reads what a client or an
-//!   administrator sends (SMTP and POP3 commands, DATA, line framing,
+//!   administrator sends (SMTP, POP3 and IMAP commands, DATA, line framing,
 //!   SASL PLAIN, the admin page's multipart and urlencoded forms, the
 //!   certificate upload), each asserting the parser's invariants.
 //! - [`engine`]: a mutational fuzzer ([`mutate`]) that runs a target from

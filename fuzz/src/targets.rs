@@ -70,6 +70,13 @@ const SMTP_DICT: &[&[u8]] = &[
 
 const POP3_DICT: &[&[u8]] = &[b"USER ", b"PASS ", b"AUTH PLAIN ", b"AUTH", b"CAPA", b"STLS", b"STAT", b"LIST ", b"UIDL ", b"RETR ", b"DELE ", b"TOP ", b"RSET", b"NOOP", b"QUIT", b"alice@example.test", b"4294967295", b"4294967296", b"\r\n", b" ", b"AGFsaWNlAHNlY3JldA=="];
 
+const IMAP_DICT: &[&[u8]] = &[
+    b"a1 ", b"* ", b"+ ", b"\r\n", b" ", b"(", b")", b"\"", b"\\", b"{5}\r\n", b"{0}\r\n", b"{3+}\r\n", b"~{4}", b"{4294967296}", b"NIL", b"INBOX", b"\"\"", b"*", b":", b",", b"1:*", b"4294967295", b"0", b"9223372036854775807", b"[", b"]", b"<0.100>", b".",
+    b"LOGIN ", b"AUTHENTICATE PLAIN ", b"AGFsaWNlAHNlY3JldA==", b" =", b"ID ", b"ENABLE ", b"SELECT ", b"EXAMINE ", b"(CONDSTORE)", b"(QRESYNC (", b"CREATE ", b"(USE (\\Archive))", b"DELETE ", b"RENAME ", b"SUBSCRIBE ", b"LIST ", b"(SUBSCRIBED RECURSIVEMATCH) ", b"RETURN (", b"CHILDREN", b"SPECIAL-USE", b"STATUS (MESSAGES UNSEEN)", b"LSUB ", b"APPEND ", b"\" 4-Jul-2024 10:00:00 +0200\"", b"IDLE", b"DONE", b"UID ",
+    b"SEARCH ", b"CHARSET UTF-8 ", b"NOT ", b"OR ", b"ALL", b"SINCE 1-Feb-1994", b"HEADER ", b"MODSEQ ", b"\"/flags/\\\\draft\" all ", b"KEYWORD ",
+    b"FETCH ", b"FAST", b"FULL", b"BODY[", b"BODY.PEEK[", b"HEADER.FIELDS (", b"MIME", b"TEXT", b"BINARY.PEEK[", b"BINARY.SIZE[", b" (CHANGEDSINCE 1 VANISHED)", b"STORE ", b"+FLAGS.SILENT ", b"(UNCHANGEDSINCE 0) ", b"\\Seen", b"$Junk", b"COPY ", b"MOVE ", b"EXPUNGE", b"\0", b"\xff",
+];
+
 const DATA_DICT: &[&[u8]] = &[b"\r\n.\r\n", b"\r\n..", b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r", b".\r\n", b"\r\n", b"\0", b"MAIL FROM:<a@b>\r\n", b"Subject: x\r\n", b"\r\n\r\n", b"BDAT 10 LAST\r\n"];
 
 const LINE_DICT: &[&[u8]] = &[b"\r\n", b"\n", b"\r", b"\r\r\n", b"NOOP", b"MAIL FROM:<", b"\r\n.\r\n"];
@@ -90,6 +97,7 @@ const SASL_DICT: &[&[u8]] = &[b"\0", b"alice", b"alice@example.test", b"secret",
 pub const TARGETS: &[Target] = &[
     Target { name: "smtp", about: "SMTP command lines (proto::smtp::parse_command), framed as the daemon frames them", run: smtp, dict: SMTP_DICT, max_len: PROTO_MAX_INPUT },
     Target { name: "pop3", about: "POP3 command lines (proto::pop3::parse_command)", run: pop3, dict: POP3_DICT, max_len: PROTO_MAX_INPUT },
+    Target { name: "imap", about: "IMAP commands (proto::imap::parse::parse_command), their literals inline as the daemon frames them", run: imap, dict: IMAP_DICT, max_len: PROTO_MAX_INPUT },
     Target { name: "data", about: "the DATA decoder and the dot-stuffer (proto::data)", run: data, dict: DATA_DICT, max_len: DATA_MAX_INPUT },
     Target { name: "line", about: "command line framing (proto::line), fed in chunks as a socket delivers them", run: line, dict: LINE_DICT, max_len: PROTO_MAX_INPUT },
     Target { name: "sasl", about: "SASL PLAIN messages (proto::sasl::parse_plain)", run: sasl, dict: SASL_DICT, max_len: 1024 },
@@ -330,6 +338,623 @@ fn pop3_line(line: &[u8], f: &mut Features) {
         _ => {}
     }
     assert_eq!(parse_command(text.as_bytes()), Ok(cmd), "{cmd:?} written as {text:?} does not read back");
+}
+
+// ---------------------------------------------------------------------------
+// IMAP
+
+/// The IMAP commands of `data` as the daemon frames them: a line (without
+/// its CRLF) is a command unless it ends with a literal's announcement
+/// (`{n}`, `{n+}`, `~{n}`, RFC 3501 4.3, RFC 7888, RFC 3516 4.4), when the
+/// line break and the next `n` bytes belong to it and the command goes on.
+/// APPEND's message literal is the exception: it is streamed, not parsed,
+/// so the command ends at its announcement and the message is skipped.
+fn imap_commands(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let mut cmd = Vec::new();
+        loop {
+            let (content, whole) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (rest[..i].strip_suffix(b"\r").unwrap_or(&rest[..i]), &rest[..=i]),
+                None => (rest, rest),
+            };
+            rest = &rest[whole.len()..];
+            let literal = if whole.len() > content.len() { imap_literal_at_end(content) } else { None };
+            cmd.extend_from_slice(content);
+            let Some(n) = literal else { break };
+            let n = n.min(rest.len());
+            if imap_is_append(&cmd) {
+                // The message, and the CRLF that ends the command after it.
+                rest = &rest[n..];
+                let end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+                rest = &rest[end..];
+                break;
+            }
+            cmd.extend_from_slice(&whole[content.len()..]);
+            cmd.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+        out.push(cmd);
+    }
+    out
+}
+
+/// The length a line's closing literal announcement gives, if it ends with one.
+fn imap_literal_at_end(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let digits = &body[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse::<u32>().ok().map(|n| n as usize)
+}
+
+/// Whether the command read so far is an APPEND up to its message literal.
+fn imap_is_append(cmd: &[u8]) -> bool {
+    let mut words = cmd.splitn(3, |&b| b == b' ');
+    words.next();
+    words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"APPEND")) && matches!(proto::imap::parse::parse_command(cmd), Ok(proto::imap::Tagged { command: proto::imap::Command::Append { .. }, .. }))
+}
+
+fn imap(data: &[u8], f: &mut Features) {
+    for cmd in imap_commands(data) {
+        imap_command(&cmd, f);
+    }
+}
+
+fn imap_variant(c: &proto::imap::Command) -> &'static str {
+    use proto::imap::Command::*;
+    match c {
+        Capability => "CAPABILITY",
+        Noop => "NOOP",
+        Logout => "LOGOUT",
+        Id(_) => "ID",
+        StartTls => "STARTTLS",
+        Authenticate { .. } => "AUTHENTICATE",
+        Login { .. } => "LOGIN",
+        Enable(_) => "ENABLE",
+        Select { .. } => "SELECT",
+        Examine { .. } => "EXAMINE",
+        Create { .. } => "CREATE",
+        Delete(_) => "DELETE",
+        Rename { .. } => "RENAME",
+        Subscribe(_) => "SUBSCRIBE",
+        Unsubscribe(_) => "UNSUBSCRIBE",
+        List { .. } => "LIST",
+        Lsub { .. } => "LSUB",
+        Namespace => "NAMESPACE",
+        Status { .. } => "STATUS",
+        Append { .. } => "APPEND",
+        Idle => "IDLE",
+        Check => "CHECK",
+        Close => "CLOSE",
+        Unselect => "UNSELECT",
+        Expunge => "EXPUNGE",
+        UidExpunge(_) => "UID EXPUNGE",
+        Search { .. } => "SEARCH",
+        Fetch { .. } => "FETCH",
+        Store { .. } => "STORE",
+        Copy { .. } => "COPY",
+        Move { .. } => "MOVE",
+    }
+}
+
+/// A string as a synchronizing literal: every string the parser gives
+/// back can be written so (it has no NUL, RFC 3501 9 CHAR8).
+fn imap_literal(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(format!("{{{}}}\r\n", s.len()).as_bytes());
+    out.extend_from_slice(s);
+}
+
+fn imap_seq(s: &proto::imap::SequenceSet) -> String {
+    use proto::imap::SeqNum;
+    let num = |n: &SeqNum| match n {
+        SeqNum::Number(n) => n.to_string(),
+        SeqNum::Last => "*".into(),
+    };
+    s.0.iter().map(|(a, b)| if a == b { num(a) } else { format!("{}:{}", num(a), num(b)) }).collect::<Vec<_>>().join(",")
+}
+
+fn imap_flag(f: &proto::imap::Flag) -> String {
+    use proto::imap::Flag::*;
+    match f {
+        Seen => "\\Seen".into(),
+        Answered => "\\Answered".into(),
+        Flagged => "\\Flagged".into(),
+        Deleted => "\\Deleted".into(),
+        Draft => "\\Draft".into(),
+        Keyword(k) | Extension(k) => k.clone(),
+    }
+}
+
+fn imap_flags(flags: &[proto::imap::Flag]) -> String {
+    format!("({})", flags.iter().map(imap_flag).collect::<Vec<_>>().join(" "))
+}
+
+const IMAP_MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+fn imap_date(d: &proto::imap::Date) -> String {
+    format!("{}-{}-{:04}", d.day, IMAP_MONTHS[usize::from(d.month) - 1], d.year)
+}
+
+/// RFC 3501 9 date-time, from the time in UTC and the zone; None when the
+/// local time is past 9999 (a leap second at the very end of the year 9999,
+/// which the parser takes as the next second).
+fn imap_date_time(d: &proto::imap::DateTime) -> Option<String> {
+    let local = d.unix + i64::from(d.zone_minutes) * 60;
+    let (y, m, day) = proto::date::civil_from_days(local.div_euclid(86_400));
+    let sod = local.rem_euclid(86_400);
+    let z = i64::from(d.zone_minutes).abs();
+    let sign = if d.zone_minutes < 0 { '-' } else { '+' };
+    (0..=9999).contains(&y).then(|| format!("\"{day:02}-{}-{y:04} {:02}:{:02}:{:02} {sign}{:02}{:02}\"", IMAP_MONTHS[m as usize - 1], sod / 3600, sod / 60 % 60, sod % 60, z / 60, z % 60))
+}
+
+fn imap_status_item(i: &proto::imap::StatusItem) -> &'static str {
+    use proto::imap::StatusItem::*;
+    match i {
+        Messages => "MESSAGES",
+        Recent => "RECENT",
+        UidNext => "UIDNEXT",
+        UidValidity => "UIDVALIDITY",
+        Unseen => "UNSEEN",
+        HighestModSeq => "HIGHESTMODSEQ",
+    }
+}
+
+fn imap_key(out: &mut Vec<u8>, k: &proto::imap::SearchKey) {
+    use proto::imap::SearchKey::*;
+    let word = |out: &mut Vec<u8>, w: &str| out.extend_from_slice(w.as_bytes());
+    match k {
+        All => word(out, "ALL"),
+        Answered => word(out, "ANSWERED"),
+        Deleted => word(out, "DELETED"),
+        Draft => word(out, "DRAFT"),
+        Flagged => word(out, "FLAGGED"),
+        New => word(out, "NEW"),
+        Old => word(out, "OLD"),
+        Recent => word(out, "RECENT"),
+        Seen => word(out, "SEEN"),
+        Unanswered => word(out, "UNANSWERED"),
+        Undeleted => word(out, "UNDELETED"),
+        Undraft => word(out, "UNDRAFT"),
+        Unflagged => word(out, "UNFLAGGED"),
+        Unseen => word(out, "UNSEEN"),
+        Bcc(s) | Body(s) | Cc(s) | From(s) | Subject(s) | Text(s) | To(s) => {
+            let name = match k {
+                Bcc(_) => "BCC ",
+                Body(_) => "BODY ",
+                Cc(_) => "CC ",
+                From(_) => "FROM ",
+                Subject(_) => "SUBJECT ",
+                Text(_) => "TEXT ",
+                _ => "TO ",
+            };
+            word(out, name);
+            imap_literal(out, s);
+        }
+        Before(d) => word(out, &format!("BEFORE {}", imap_date(d))),
+        On(d) => word(out, &format!("ON {}", imap_date(d))),
+        Since(d) => word(out, &format!("SINCE {}", imap_date(d))),
+        SentBefore(d) => word(out, &format!("SENTBEFORE {}", imap_date(d))),
+        SentOn(d) => word(out, &format!("SENTON \"{}\"", imap_date(d))),
+        SentSince(d) => word(out, &format!("SENTSINCE {}", imap_date(d))),
+        Header(name, value) => {
+            word(out, "HEADER ");
+            imap_literal(out, name.as_bytes());
+            word(out, " ");
+            imap_literal(out, value);
+        }
+        Keyword(a) => word(out, &format!("KEYWORD {a}")),
+        Unkeyword(a) => word(out, &format!("UNKEYWORD {a}")),
+        Larger(n) => word(out, &format!("LARGER {n}")),
+        Smaller(n) => word(out, &format!("SMALLER {n}")),
+        Not(k) => {
+            word(out, "NOT ");
+            imap_key(out, k);
+        }
+        Or(a, b) => {
+            word(out, "OR ");
+            imap_key(out, a);
+            word(out, " ");
+            imap_key(out, b);
+        }
+        Uid(s) => word(out, &format!("UID {}", imap_seq(s))),
+        Sequence(s) => word(out, &imap_seq(s)),
+        And(keys) => {
+            word(out, "(");
+            imap_keys(out, keys);
+            word(out, ")");
+        }
+        ModSeq(n) => word(out, &format!("MODSEQ {n}")),
+    }
+}
+
+fn imap_keys(out: &mut Vec<u8>, keys: &[proto::imap::SearchKey]) {
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        imap_key(out, k);
+    }
+}
+
+fn imap_part(part: &[u32]) -> String {
+    part.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+}
+
+fn imap_fetch_att(out: &mut Vec<u8>, a: &proto::imap::FetchAttr) {
+    use proto::imap::{FetchAttr::*, SectionText};
+    let partial = |p: &Option<proto::imap::Partial>| p.map(|p| format!("<{}.{}>", p.origin, p.length)).unwrap_or_default();
+    let w = match a {
+        Envelope => "ENVELOPE".into(),
+        Flags => "FLAGS".into(),
+        InternalDate => "INTERNALDATE".into(),
+        Rfc822 => "RFC822".into(),
+        Rfc822Header => "RFC822.HEADER".into(),
+        Rfc822Size => "RFC822.SIZE".into(),
+        Rfc822Text => "RFC822.TEXT".into(),
+        Body => "BODY".into(),
+        BodyStructure => "BODYSTRUCTURE".into(),
+        Uid => "UID".into(),
+        ModSeq => "MODSEQ".into(),
+        Binary { part, partial: p, peek } => format!("BINARY{}[{}]{}", if *peek { ".PEEK" } else { "" }, imap_part(part), partial(p)),
+        BinarySize { part } => format!("BINARY.SIZE[{}]", imap_part(part)),
+        BodySection { section, partial: p, peek } => {
+            out.extend_from_slice(format!("BODY{}[{}", if *peek { ".PEEK" } else { "" }, imap_part(&section.part)).as_bytes());
+            let dot = if section.part.is_empty() { "" } else { "." };
+            let names = match &section.text {
+                SectionText::Full => None,
+                SectionText::Header => Some(("HEADER", None)),
+                SectionText::Text => Some(("TEXT", None)),
+                SectionText::Mime => Some(("MIME", None)),
+                SectionText::HeaderFields(n) => Some(("HEADER.FIELDS", Some(n))),
+                SectionText::HeaderFieldsNot(n) => Some(("HEADER.FIELDS.NOT", Some(n))),
+            };
+            if let Some((text, names)) = names {
+                out.extend_from_slice(format!("{dot}{text}").as_bytes());
+                if let Some(names) = names {
+                    out.extend_from_slice(b" (");
+                    for (i, n) in names.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b' ');
+                        }
+                        imap_literal(out, n.as_bytes());
+                    }
+                    out.push(b')');
+                }
+            }
+            format!("]{}", partial(p))
+        }
+    };
+    out.extend_from_slice(w.as_bytes());
+}
+
+/// The command written back as a client would send it, its strings as
+/// literals; None when it cannot be (see [`imap_date_time`]).
+fn imap_text(t: &proto::imap::Tagged) -> Option<Vec<u8>> {
+    use proto::imap::{Command::*, StoreMode};
+    let mut o = format!("{} ", t.tag).into_bytes();
+    let out = &mut o;
+    let put = |out: &mut Vec<u8>, s: &str| out.extend_from_slice(s.as_bytes());
+    match &t.command {
+        Capability | Noop | Logout | StartTls | Namespace | Idle | Check | Close | Unselect | Expunge => put(out, imap_variant(&t.command)),
+        Id(None) => put(out, "ID NIL"),
+        Id(Some(pairs)) => {
+            put(out, "ID (");
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    put(out, " ");
+                }
+                imap_literal(out, k);
+                put(out, " ");
+                match v {
+                    Some(v) => imap_literal(out, v),
+                    None => put(out, "NIL"),
+                }
+            }
+            put(out, ")");
+        }
+        Authenticate { mechanism, initial } => {
+            put(out, &format!("AUTHENTICATE {mechanism}"));
+            match initial {
+                Some(i) if i.is_empty() => put(out, " ="),
+                Some(i) => {
+                    put(out, " ");
+                    out.extend_from_slice(i);
+                }
+                None => {}
+            }
+        }
+        Login { user, password } => {
+            put(out, "LOGIN ");
+            imap_literal(out, user);
+            put(out, " ");
+            imap_literal(out, password);
+        }
+        Enable(caps) => put(out, &format!("ENABLE {}", caps.join(" "))),
+        Select { mailbox, params } | Examine { mailbox, params } => {
+            put(out, imap_variant(&t.command));
+            put(out, " ");
+            imap_literal(out, mailbox);
+            let mut ps = Vec::new();
+            if params.condstore {
+                ps.push("CONDSTORE".to_string());
+            }
+            if let Some(q) = &params.qresync {
+                let mut s = format!("QRESYNC ({} {}", q.uid_validity, q.mod_seq);
+                if let Some(k) = &q.known_uids {
+                    s += &format!(" {}", imap_seq(k));
+                }
+                if let Some((a, b)) = &q.seq_match {
+                    s += &format!(" ({} {})", imap_seq(a), imap_seq(b));
+                }
+                ps.push(s + ")");
+            }
+            if !ps.is_empty() {
+                put(out, &format!(" ({})", ps.join(" ")));
+            }
+        }
+        Create { mailbox, special_use } => {
+            put(out, "CREATE ");
+            imap_literal(out, mailbox);
+            if !special_use.is_empty() {
+                put(out, &format!(" (USE ({}))", special_use.join(" ")));
+            }
+        }
+        Delete(m) | Subscribe(m) | Unsubscribe(m) => {
+            put(out, imap_variant(&t.command));
+            put(out, " ");
+            imap_literal(out, m);
+        }
+        Rename { from, to } => {
+            put(out, "RENAME ");
+            imap_literal(out, from);
+            put(out, " ");
+            imap_literal(out, to);
+        }
+        List { select, reference, patterns, ret } => {
+            put(out, "LIST ");
+            let opts: Vec<&str> = [(select.subscribed, "SUBSCRIBED"), (select.remote, "REMOTE"), (select.recursive_match, "RECURSIVEMATCH"), (select.special_use, "SPECIAL-USE")].into_iter().filter(|o| o.0).map(|o| o.1).collect();
+            if !opts.is_empty() {
+                put(out, &format!("({}) ", opts.join(" ")));
+            }
+            imap_literal(out, reference);
+            put(out, " (");
+            for (i, p) in patterns.iter().enumerate() {
+                if i > 0 {
+                    put(out, " ");
+                }
+                imap_literal(out, p);
+            }
+            put(out, ")");
+            let mut r: Vec<String> = [(ret.subscribed, "SUBSCRIBED"), (ret.children, "CHILDREN"), (ret.special_use, "SPECIAL-USE")].into_iter().filter(|o| o.0).map(|o| o.1.to_string()).collect();
+            if let Some(items) = &ret.status {
+                r.push(format!("STATUS ({})", items.iter().map(imap_status_item).collect::<Vec<_>>().join(" ")));
+            }
+            if !r.is_empty() {
+                put(out, &format!(" RETURN ({})", r.join(" ")));
+            }
+        }
+        Lsub { reference, pattern } => {
+            put(out, "LSUB ");
+            imap_literal(out, reference);
+            put(out, " ");
+            imap_literal(out, pattern);
+        }
+        Status { mailbox, items } => {
+            put(out, "STATUS ");
+            imap_literal(out, mailbox);
+            put(out, &format!(" ({})", items.iter().map(imap_status_item).collect::<Vec<_>>().join(" ")));
+        }
+        Append { mailbox, head } => {
+            put(out, "APPEND ");
+            imap_literal(out, mailbox);
+            if !head.flags.is_empty() {
+                put(out, &format!(" {}", imap_flags(&head.flags)));
+            }
+            if let Some(d) = &head.date {
+                put(out, &format!(" {}", imap_date_time(d)?));
+            }
+            put(out, &format!(" {}{{{}{}}}", if head.binary { "~" } else { "" }, head.length, if head.non_sync { "+" } else { "" }));
+        }
+        UidExpunge(s) => put(out, &format!("UID EXPUNGE {}", imap_seq(s))),
+        Search { uid, charset, key, ret } => {
+            put(out, if *uid { "UID SEARCH " } else { "SEARCH " });
+            if let Some(r) = ret {
+                put(out, &format!("RETURN ({}) ", r.join(" ")));
+            }
+            if let Some(c) = charset {
+                put(out, "CHARSET ");
+                imap_literal(out, c.as_bytes());
+                put(out, " ");
+            }
+            // Several keys at the top are written without the parentheses
+            // of one list (which would be one level deeper).
+            match key {
+                proto::imap::SearchKey::And(keys) if keys.len() > 1 => imap_keys(out, keys),
+                k => imap_key(out, k),
+            }
+        }
+        Fetch { uid, set, attrs, modifiers } => {
+            put(out, &format!("{}FETCH {} (", if *uid { "UID " } else { "" }, imap_seq(set)));
+            for (i, a) in attrs.iter().enumerate() {
+                if i > 0 {
+                    put(out, " ");
+                }
+                imap_fetch_att(out, a);
+            }
+            put(out, ")");
+            let mut m = Vec::new();
+            if let Some(c) = modifiers.changed_since {
+                m.push(format!("CHANGEDSINCE {c}"));
+            }
+            if modifiers.vanished {
+                m.push("VANISHED".into());
+            }
+            if !m.is_empty() {
+                put(out, &format!(" ({})", m.join(" ")));
+            }
+        }
+        Store { uid, set, mode, silent, flags, unchanged_since } => {
+            put(out, &format!("{}STORE {}", if *uid { "UID " } else { "" }, imap_seq(set)));
+            if let Some(u) = unchanged_since {
+                put(out, &format!(" (UNCHANGEDSINCE {u})"));
+            }
+            let mode = match mode {
+                StoreMode::Replace => "",
+                StoreMode::Add => "+",
+                StoreMode::Remove => "-",
+            };
+            put(out, &format!(" {mode}FLAGS{} {}", if *silent { ".SILENT" } else { "" }, imap_flags(flags)));
+        }
+        Copy { uid, set, mailbox } | Move { uid, set, mailbox } => {
+            put(out, &format!("{}{} {} ", if *uid { "UID " } else { "" }, imap_variant(&t.command), imap_seq(set)));
+            imap_literal(out, mailbox);
+        }
+    }
+    Some(o)
+}
+
+/// Depth and key count of a search program, as the parser counts them.
+fn imap_search_size(k: &proto::imap::SearchKey, depth: usize, max_depth: &mut usize, keys: &mut usize) {
+    use proto::imap::SearchKey::*;
+    *max_depth = (*max_depth).max(depth);
+    *keys += 1;
+    match k {
+        Not(k) => imap_search_size(k, depth + 1, max_depth, keys),
+        Or(a, b) => {
+            imap_search_size(a, depth + 1, max_depth, keys);
+            imap_search_size(b, depth + 1, max_depth, keys);
+        }
+        And(v) => v.iter().for_each(|k| imap_search_size(k, depth + 1, max_depth, keys)),
+        Uid(s) | Sequence(s) => imap_set_ok(s),
+        _ => {}
+    }
+}
+
+fn imap_set_ok(s: &proto::imap::SequenceSet) {
+    use proto::imap::{parse::MAX_SEQUENCE_RANGES, SeqNum};
+    assert!(!s.0.is_empty() && s.0.len() <= MAX_SEQUENCE_RANGES, "sequence set of {} ranges", s.0.len());
+    assert!(s.0.iter().all(|(a, b)| *a != SeqNum::Number(0) && *b != SeqNum::Number(0)), "zero in a sequence set: {s:?}");
+}
+
+/// The parser's bounds on what it gives back (its named limits).
+fn imap_bounds(input: &[u8], c: &proto::imap::Command) {
+    use proto::imap::parse::{MAX_ID_FIELD, MAX_ID_PAIRS, MAX_ID_VALUE, MAX_LIST_ITEMS, MAX_NESTING, MAX_PART_DEPTH, MAX_SEARCH_KEYS};
+    use proto::imap::{Command::*, FetchAttr, SectionText};
+    let list = |n: usize| assert!(n <= MAX_LIST_ITEMS, "a list of {n} items");
+    let string = |s: &[u8]| assert!(s.len() <= input.len() && !s.contains(&0), "a string of {} bytes from {} or with a NUL", s.len(), input.len());
+    match c {
+        Id(Some(pairs)) => {
+            assert!(pairs.len() <= MAX_ID_PAIRS && pairs.iter().all(|(k, v)| k.len() <= MAX_ID_FIELD && v.as_ref().is_none_or(|v| v.len() <= MAX_ID_VALUE)), "ID beyond RFC 2971 3.3");
+        }
+        Login { user, password } => {
+            string(user);
+            string(password);
+        }
+        Enable(caps) => list(caps.len()),
+        Select { mailbox, params } | Examine { mailbox, params } => {
+            string(mailbox);
+            if let Some(q) = &params.qresync {
+                q.known_uids.iter().chain(q.seq_match.iter().flat_map(|(a, b)| [a, b])).for_each(imap_set_ok);
+            }
+        }
+        Create { mailbox, special_use } => {
+            string(mailbox);
+            assert!(special_use.iter().all(|a| a.starts_with('\\')), "special-use {special_use:?}");
+        }
+        List { patterns, ret, .. } => {
+            list(patterns.len());
+            patterns.iter().for_each(|p| string(p));
+            if let Some(s) = &ret.status {
+                assert!(!s.is_empty());
+                list(s.len());
+            }
+        }
+        Status { items, .. } => {
+            assert!(!items.is_empty());
+            list(items.len());
+        }
+        Append { head, .. } => list(head.flags.len()),
+        UidExpunge(s) => imap_set_ok(s),
+        Search { key, ret, .. } => {
+            // Keys side by side at the top are given as one And, which the
+            // parser does not count (a parenthesized one it does).
+            let (mut depth, mut keys) = (0, 0);
+            match key {
+                proto::imap::SearchKey::And(top) => top.iter().for_each(|k| imap_search_size(k, 0, &mut depth, &mut keys)),
+                k => imap_search_size(k, 0, &mut depth, &mut keys),
+            }
+            assert!(depth <= MAX_NESTING && keys <= MAX_SEARCH_KEYS, "a search program {depth} deep of {keys} keys");
+            if let Some(r) = ret {
+                list(r.len());
+            }
+        }
+        Fetch { set, attrs, modifiers, uid } => {
+            imap_set_ok(set);
+            assert!(!attrs.is_empty());
+            list(attrs.len());
+            assert!(!modifiers.vanished || (*uid && modifiers.changed_since.is_some()), "VANISHED without UID FETCH and CHANGEDSINCE");
+            for a in attrs {
+                let part = match a {
+                    FetchAttr::BodySection { section, .. } => {
+                        if let SectionText::HeaderFields(n) | SectionText::HeaderFieldsNot(n) = &section.text {
+                            assert!(!n.is_empty());
+                            list(n.len());
+                        }
+                        assert!(section.text != SectionText::Mime || !section.part.is_empty(), "MIME without a part");
+                        &section.part
+                    }
+                    FetchAttr::Binary { part, .. } | FetchAttr::BinarySize { part } => part,
+                    _ => continue,
+                };
+                assert!(part.len() <= MAX_PART_DEPTH && !part.contains(&0), "part {part:?}");
+            }
+        }
+        Store { set, flags, .. } => {
+            imap_set_ok(set);
+            list(flags.len());
+        }
+        Copy { set, mailbox, .. } | Move { set, mailbox, .. } => {
+            imap_set_ok(set);
+            string(mailbox);
+        }
+        _ => {}
+    }
+}
+
+fn imap_command(input: &[u8], f: &mut Features) {
+    use proto::imap::parse::{parse_command, MAX_TAG};
+    let r = parse_command(input);
+    assert_eq!(r, parse_command(input), "parsing is not deterministic");
+    let t = match r {
+        Err(e) => {
+            // The tag given back is the input's, and ends at a space.
+            if let Some(tag) = &e.tag {
+                assert!(!tag.is_empty() && tag.len() <= MAX_TAG && input.starts_with(tag.as_bytes()) && input.get(tag.len()).is_none_or(|&b| b == b' '), "error tag {tag:?} is not the input's");
+            }
+            f.note(("imap error", e.tag.is_some(), e.reason));
+            return;
+        }
+        Ok(t) => t,
+    };
+    assert!(!t.tag.is_empty() && t.tag.len() <= MAX_TAG && input.starts_with(t.tag.as_bytes()) && input.get(t.tag.len()) == Some(&b' '), "tag {:?} is not the input's", t.tag);
+    f.note(("imap", imap_variant(&t.command)));
+    match &t.command {
+        proto::imap::Command::Search { key, .. } => f.note(("imap search", format!("{key:?}").split(['(', ' ']).next().unwrap_or_default().to_string())),
+        proto::imap::Command::Fetch { attrs, .. } => attrs.iter().for_each(|a| f.note(("imap fetch", format!("{a:?}").split(['(', ' ', '{']).next().unwrap_or_default().to_string()))),
+        _ => {}
+    }
+    imap_bounds(input, &t.command);
+    // Round trip: the command written back reads as the same command.
+    let Some(text) = imap_text(&t) else { return };
+    match parse_command(&text) {
+        Ok(again) => assert_eq!(again, t, "read back from {:?}", text.escape_ascii().to_string()),
+        Err(e) => panic!("{t:?} written as {:?} does not read back: {e:?}", text.escape_ascii().to_string()),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -758,6 +1383,30 @@ mod tests {
         let body = urlencode(&[("csrf", Some("a b&c=d%".into())), ("password", Some("\u{212a}".into()))]);
         let forms = block_on(admin::web::fuzzing::decode_forms(&body));
         assert_eq!(forms[0], ("login", Some(vec![("csrf", Some("a b&c=d%".to_string())), ("password", Some("\u{212a}".to_string()))])));
+    }
+
+    #[test]
+    fn imap_commands_frame_like_the_daemon() {
+        let framed = imap_commands(b"a1 NOOP\r\na2 LOGIN {5}\r\nal\nce {3+}\nx y\r\na3 APPEND INBOX {4}\r\nab\r\n\r\na4 APPEND {1}\r\nX {2}\r\nhi\r\nDONE\na5 LOGIN {9}\r\nab");
+        let framed: Vec<&[u8]> = framed.iter().map(Vec::as_slice).collect();
+        assert_eq!(framed, vec![&b"a1 NOOP"[..], b"a2 LOGIN {5}\r\nal\nce {3+}\nx y", b"a3 APPEND INBOX {4}", b"a4 APPEND {1}\r\nX {2}", b"DONE", b"a5 LOGIN {9}\r\nab"]);
+    }
+
+    /// Every seed command parses (the seeds reach the parser's commands,
+    /// not its first error), and reads back when written.
+    #[test]
+    fn imap_seeds_parse() {
+        for seed in crate::engine::load_corpus(&crate::engine::default_corpus_dir(), "imap").unwrap() {
+            for cmd in imap_commands(&seed) {
+                if proto::imap::parse::is_done(&cmd) {
+                    continue;
+                }
+                if let Err(e) = proto::imap::parse::parse_command(&cmd) {
+                    panic!("{:?}: {e:?}", cmd.escape_ascii().to_string());
+                }
+                imap_command(&cmd, &mut Features::new());
+            }
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use fuzz::targets::{self, TARGETS};
 /// checks the same ground every time. The certificate target parses,
 /// verifies and proves a TLS handshake per input, so it gets fewer.
 const MUTATIONS: &[(&str, u64)] =
-    &[("smtp", 3000), ("pop3", 3000), ("data", 3000), ("line", 3000), ("sasl", 3000), ("multipart", 2000), ("forms", 1000), ("cert", 100)];
+    &[("smtp", 3000), ("pop3", 3000), ("imap", 3000), ("data", 3000), ("line", 3000), ("sasl", 3000), ("multipart", 2000), ("forms", 1000), ("cert", 100)];
 /// A fixed seed, so that a run is the same from one CI run to the next.
 const SEED: u64 = 0x6d61_696c_666f_7274;
 
@@ -33,7 +33,7 @@ fn fuzz_for_a_while(name: &str) {
 
 #[test]
 fn every_target_is_tested_here() {
-    let names = ["smtp", "pop3", "data", "line", "sasl", "multipart", "forms", "cert"];
+    let names = ["smtp", "pop3", "imap", "data", "line", "sasl", "multipart", "forms", "cert"];
     assert_eq!(TARGETS.iter().map(|t| t.name).collect::<Vec<_>>(), names);
     assert_eq!(MUTATIONS.iter().map(|(n, _)| *n).collect::<Vec<_>>(), names);
 }
@@ -46,6 +46,11 @@ fn fuzz_smtp() {
 #[test]
 fn fuzz_pop3() {
     fuzz_for_a_while("pop3");
+}
+
+#[test]
+fn fuzz_imap() {
+    fuzz_for_a_while("imap");
 }
 
 #[test]

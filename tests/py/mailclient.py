@@ -106,7 +106,9 @@ def auth_results(host, user, password, token):
 
 
 def imap_login(host, user, password):
-    m = imaplib.IMAP4(host, 143, timeout=TIMEOUT)
+    # HOST or HOST:PORT (a node on a development port).
+    host, _, port = host.partition(":")
+    m = imaplib.IMAP4(host, int(port or 143), timeout=TIMEOUT)
     m.starttls(ssl_context=insecure_context())
     m.login(user, password)
     return m

@@ -448,6 +448,11 @@ impl Session {
                     tracing::info!(id = %name, from = %tx.from, local = tx.local.len(), remote = tx.remote.len(), size, "accepted");
                     // Durable now: counted once, whatever happens to the 250.
                     self.shared.stats.count_in();
+                    // This node's IDLE sessions hear of it at once (other
+                    // nodes' watchers see the folder's stamp change).
+                    for a in &tx.local {
+                        self.shared.imap_watchers.poke(a, "INBOX");
+                    }
                     if !tx.remote.is_empty() {
                         self.shared.queue_notify.notify_one();
                     }

@@ -70,14 +70,24 @@ async fn stls(addr: SocketAddr) -> String {
     handshake(sock).await
 }
 
+/// IMAP STARTTLS (RFC 3501 6.2.1).
+async fn imap_starttls(addr: SocketAddr) -> String {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    assert!(line(&mut sock).await.starts_with("* OK"));
+    sock.write_all(b"t STARTTLS\r\n").await.unwrap();
+    assert!(line(&mut sock).await.starts_with("t OK"));
+    handshake(sock).await
+}
+
 /// Every TLS service of the node, by fingerprint presented.
 async fn all_services(addrs: &[(Service, SocketAddr)]) -> Vec<(Service, String)> {
     let mut out = Vec::new();
     for &(service, addr) in addrs {
         let fp = match service {
-            Service::Submissions | Service::Pop3s => implicit(addr).await,
+            Service::Submissions | Service::Pop3s | Service::Imaps => implicit(addr).await,
             Service::Smtp | Service::Submission => starttls(addr).await,
             Service::Pop3 => stls(addr).await,
+            Service::Imap => imap_starttls(addr).await,
         };
         out.push((service, fp));
     }
@@ -136,14 +146,14 @@ async fn a_running_node_presents_the_new_certificate_without_restart() {
     let root = dir.path().join("store");
     let store = Store::init(&root, "example.test", None).unwrap();
     let local: Vec<SocketAddr> = vec!["127.0.0.1:0".parse().unwrap()];
-    let mut cfg = NodeConfig { store: root.clone(), node: "n1".into(), smtp: local.clone(), submission: local.clone(), submissions: local.clone(), pop3: local.clone(), pop3s: local.clone(), ..Default::default() };
+    let mut cfg = NodeConfig { store: root.clone(), node: "n1".into(), smtp: local.clone(), submission: local.clone(), submissions: local.clone(), pop3: local.clone(), pop3s: local.clone(), imap: local.clone(), imaps: local.clone(), ..Default::default() };
     cfg.outbound.enabled = false;
     cfg.inbound.verify = false;
     // The process's one resolver, as the binary makes it.
     let resolver = ClusterCertResolver::load(&store).unwrap();
     let node = maild::Node::bind(cfg, Some(resolver.clone())).await.unwrap();
     let addrs = node.local_addrs();
-    assert_eq!(addrs.len(), 5);
+    assert_eq!(addrs.len(), 7);
     let pop3s = addrs.iter().find(|(s, _)| *s == Service::Pop3s).unwrap().1;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(node.run(async move {

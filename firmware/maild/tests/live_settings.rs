@@ -68,6 +68,8 @@ fn config(store: &Path) -> NodeConfig {
     c.submissions.clear();
     c.pop3.clear();
     c.pop3s.clear();
+    c.imap.clear();
+    c.imaps.clear();
     c.limits.max_message_size = NODE_SIZE;
     c.inbound.verify = false;
     c.outbound.enabled = false;

@@ -17,7 +17,7 @@ mod demo;
 mod password;
 
 #[derive(Parser)]
-#[command(name = "mailfort", version, about = "A fault-tolerant mail appliance: identical SMTP/POP3 nodes on one shared store")]
+#[command(name = "mailfort", version, about = "A fault-tolerant mail appliance: identical SMTP/POP3/IMAP nodes on one shared store")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -31,7 +31,7 @@ enum Cmd {
     /// Manage accounts (the same on every node).
     #[command(subcommand)]
     User(UserCmd),
-    /// Run a mail node: SMTP, submission and POP3 on the store.
+    /// Run a mail node: SMTP, submission, POP3 and IMAP on the store.
     Serve(ServeArgs),
     /// Look at the outbound queue.
     #[command(subcommand)]

@@ -223,4 +223,27 @@ impl FileStamp {
         use std::os::unix::fs::MetadataExt;
         FileStamp { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: (m.mtime(), m.mtime_nsec()), ctime: (m.ctime(), m.ctime_nsec()) }
     }
+
+    /// The stamp as text (for a record that remembers a directory's state).
+    pub fn encode(&self) -> String {
+        format!("{}:{}:{}:{}.{}:{}.{}", self.dev, self.ino, self.size, self.mtime.0, self.mtime.1, self.ctime.0, self.ctime.1)
+    }
+
+    /// The inverse of [`FileStamp::encode`].
+    pub fn decode(s: &str) -> Option<FileStamp> {
+        let f: Vec<&str> = s.split(':').collect();
+        if f.len() != 5 {
+            return None;
+        }
+        let pair = |x: &str| -> Option<(i64, i64)> {
+            let (a, b) = x.split_once('.')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        };
+        Some(FileStamp { dev: f[0].parse().ok()?, ino: f[1].parse().ok()?, size: f[2].parse().ok()?, mtime: pair(f[3])?, ctime: pair(f[4])? })
+    }
+
+    /// The modification time, seconds and nanoseconds since the epoch.
+    pub fn mtime(&self) -> (i64, i64) {
+        self.mtime
+    }
 }

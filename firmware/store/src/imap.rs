@@ -59,6 +59,8 @@ pub const RECORD_MAGIC: &str = "mailfort-uids 1";
 pub const SPECIAL_USE: &str = "mailfort-special-use";
 /// Subscribed folders (RFC 3501 6.3.6), one name a line, in the Maildir.
 pub const SUBSCRIPTIONS: &str = "mailfort-subscriptions";
+/// The last UIDVALIDITY the account gave a folder, in the Maildir.
+pub const LAST_UIDVALIDITY: &str = "mailfort-uidvalidity";
 /// The IMAP hierarchy delimiter (RFC 3501 5.1.1).
 pub const DELIMITER: char = '/';
 /// The folders every account has, with their SPECIAL-USE attribute
@@ -285,6 +287,11 @@ pub fn normalize_name(name: &str) -> Result<String, ImapError> {
     if name.chars().any(|c| c.is_control()) {
         return Err(ImapError::BadName("control character in a folder name"));
     }
+    if !name.is_ascii() || !modified_utf7_ok(name) {
+        // RFC 3501 5.1.3: international names travel in modified UTF-7
+        // (UTF8=ACCEPT, RFC 6855, is not offered).
+        return Err(ImapError::BadName("mailbox names must be modified UTF-7 (RFC 3501 5.1.3)"));
+    }
     let levels: Vec<&str> = name.split(DELIMITER).collect();
     if levels.len() > MAX_FOLDER_DEPTH {
         return Err(ImapError::BadName("folder name too deep"));
@@ -304,6 +311,34 @@ pub fn normalize_name(name: &str) -> Result<String, ImapError> {
         }
     }
     Ok(out)
+}
+
+/// RFC 3501 5.1.3: `&` starts a shift to modified BASE64 (`+` and `,`
+/// for the last two digits, no padding) that `-` ends; `&-` is `&`.
+fn modified_utf7_ok(name: &str) -> bool {
+    let b = name.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'&' {
+            let start = i + 1;
+            let mut j = start;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'+' || b[j] == b',') {
+                j += 1;
+            }
+            if j >= b.len() || b[j] != b'-' {
+                return false;
+            }
+            // A shifted run encodes UTF-16: whole 16-bit units, so its
+            // length in digits is never 1, 4 or 7 mod 8 (RFC 2152 leftovers).
+            if matches!((j - start) % 8, 1 | 4 | 7) {
+                return false;
+            }
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    true
 }
 
 /// One folder of an account.
@@ -373,17 +408,25 @@ struct Record {
     vanished_floor: u64,
     /// By UID, ascending.
     msgs: Vec<Msg>,
+    /// The stamps `new/` and `cur/` had when the record was found to list
+    /// them exactly and they had not changed for [`STAMP_SETTLE`] by the
+    /// store's clock: while both still match, a reader needs no readdir().
+    /// Cleared by every other write.
+    settled: Option<(fsutil::FileStamp, fsutil::FileStamp)>,
 }
 
 impl Record {
     fn new(uidvalidity: u32) -> Record {
-        Record { uidvalidity, uidnext: 1, highestmodseq: 1, keywords: Vec::new(), vanished: Vec::new(), vanished_floor: 0, msgs: Vec::new() }
+        Record { uidvalidity, uidnext: 1, highestmodseq: 1, keywords: Vec::new(), vanished: Vec::new(), vanished_floor: 0, msgs: Vec::new(), settled: None }
     }
 
     fn encode(&self) -> Vec<u8> {
         let mut s = String::with_capacity(64 + self.msgs.len() * 64);
         let _ = writeln!(s, "{RECORD_MAGIC}");
         let _ = writeln!(s, "V {} N {} M {} F {}", self.uidvalidity, self.uidnext, self.highestmodseq, self.vanished_floor);
+        if let Some((n, c)) = &self.settled {
+            let _ = writeln!(s, "S {} {}", n.encode(), c.encode());
+        }
         for k in &self.keywords {
             let _ = writeln!(s, "K {k}");
         }
@@ -415,6 +458,9 @@ impl Record {
         for line in lines {
             if let Some(k) = line.strip_prefix("K ") {
                 r.keywords.push(k.to_string());
+            } else if let Some(x) = line.strip_prefix("S ") {
+                let (n, c) = x.split_once(' ').ok_or("bad stamp line")?;
+                r.settled = Some((fsutil::FileStamp::decode(n).ok_or("bad stamp")?, fsutil::FileStamp::decode(c).ok_or("bad stamp")?));
             } else if let Some(x) = line.strip_prefix("X ") {
                 let v: Vec<&str> = x.split(' ').collect();
                 if v.len() != 3 {
@@ -439,6 +485,14 @@ impl Record {
             return Err("too many keywords".into());
         }
         Ok(r)
+    }
+
+    /// UIDs expunged after `modseq` (RFC 7162 3.2.5.2), and whether the
+    /// history reaches back that far (if not, the caller must assume any
+    /// UID not in the folder may be among them).
+    fn vanished_since(&self, modseq: u64) -> (Vec<(u32, u32)>, bool) {
+        let complete = modseq >= self.vanished_floor;
+        (self.vanished.iter().filter(|(m, _, _)| *m > modseq).map(|&(_, a, b)| (a, b)).collect(), complete)
     }
 
     fn bump(&mut self) -> u64 {
@@ -530,9 +584,6 @@ pub struct View {
     /// UIDs this sync moved out of `new/` for the caller: its `\Recent`
     /// messages (RFC 3501 2.3.2).
     pub claimed: Vec<u32>,
-    /// Expunge history (modseq, first uid, last uid) and its floor.
-    pub vanished: Vec<(u64, u32, u32)>,
-    pub vanished_floor: u64,
     /// The stamp taken before the scan this view came from; `None` when the
     /// view came from the record alone (the next sync must look).
     pub stamp: Option<Stamp>,
@@ -548,8 +599,6 @@ impl View {
             keywords_full: r.keywords.len() >= MAX_KEYWORDS,
             msgs: r.msgs.clone(),
             claimed,
-            vanished: r.vanished.clone(),
-            vanished_floor: r.vanished_floor,
             stamp,
         }
     }
@@ -564,13 +613,6 @@ impl View {
         self.keywords.iter().enumerate().filter(move |(i, _)| flags.has_keyword(*i)).map(|(_, k)| k.as_str())
     }
 
-    /// UIDs expunged after `modseq` (RFC 7162 3.2.5.2), and whether the
-    /// history reaches back that far (if not, the caller must assume any
-    /// UID not in the folder may be among them).
-    pub fn vanished_since(&self, modseq: u64) -> (Vec<(u32, u32)>, bool) {
-        let complete = modseq >= self.vanished_floor;
-        (self.vanished.iter().filter(|(m, _, _)| *m > modseq).map(|&(_, a, b)| (a, b)).collect(), complete)
-    }
 }
 
 /// What a sync should do beside reading.
@@ -705,9 +747,9 @@ fn reconcile(dir: &Path, r: &mut Record, mut s: Scan, mode: SyncMode) -> Result<
                 Err(e) => return Err(io_fail(&dir.join(&m.file))(e)),
             }
         }
-        if moved_dirs {
-            sync_dirs(dir)?;
-        }
+        // Not fsynced: after a crash a claimed file may be back in new/,
+        // which the next sync finds and records again; no UID changes.
+        let _ = moved_dirs;
     }
     Ok(claimed)
 }
@@ -725,18 +767,78 @@ struct Locked {
     lease: Option<Lease>,
     record: Record,
     dir: PathBuf,
+    /// This process's turn on the folder (released after the lease).
+    _turn: LocalTurn,
+}
+
+/// Sessions of one process take a folder's lease in turn, waiting on a
+/// condition variable instead of polling the lease file: the lease then
+/// serves only to keep other nodes out.
+struct LocalTurn {
+    slot: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl LocalTurn {
+    fn take(key: &str, within: Duration) -> Option<LocalTurn> {
+        static SLOTS: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>>>> = std::sync::OnceLock::new();
+        let slot = {
+            let mut map = SLOTS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+            // Forget folders no one waits for (bounds the map).
+            if map.len() > 4096 {
+                map.retain(|_, v| Arc::strong_count(v) > 1);
+            }
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let (m, cv) = &*slot;
+        let mut busy = m.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = Instant::now() + within;
+        while *busy {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            busy = cv.wait_timeout(busy, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *busy = true;
+        drop(busy);
+        Some(LocalTurn { slot })
+    }
+}
+
+impl Drop for LocalTurn {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.slot;
+        *m.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        cv.notify_one();
+    }
 }
 
 impl Locked {
-    /// Writes the record (durably) and releases the lease.
-    fn commit(mut self) -> Result<Record, ImapError> {
+    /// Writes the record durably and releases the lease: for every change
+    /// that gives out UIDs or removes messages.
+    fn commit(self) -> Result<Record, ImapError> {
+        self.commit_with(true)
+    }
+
+    /// Writes the record and releases the lease; `durable` false for flag
+    /// changes only (as Dovecot, which does not fsync its index): a crash
+    /// of the storage host may then bring back the older record, whose
+    /// flags the next sync finds different from the file names and takes
+    /// with new modseqs; UIDNEXT is never part of what can be lost, as
+    /// every change that moves it is durable.
+    fn commit_with(mut self, durable: bool) -> Result<Record, ImapError> {
         let path = self.dir.join(RECORD);
         if let Some(l) = &self.lease {
             if !l.still_held() {
                 return Err(ImapError::Busy);
             }
         }
-        fsutil::write_atomic_at(&path, &self.record.encode(), "imap:record-before-rename").map_err(io_fail(&path))?;
+        // Written because something changed: the directories' settled
+        // stamps no longer describe it (see `Store::settle`).
+        self.record.settled = None;
+        let data = self.record.encode();
+        if durable {
+            fsutil::write_atomic_at(&path, &data, "imap:record-before-rename").map_err(io_fail(&path))?;
+        } else {
+            fsutil::write_atomic_nosync(&path, &data).map_err(io_fail(&path))?;
+        }
         if let Some(l) = self.lease.take() {
             let _ = l.release();
         }
@@ -759,6 +861,16 @@ fn read_record(dir: &Path) -> Result<Option<Record>, ImapError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::InvalidData => Err(ImapError::Unavailable("not UTF-8".into())),
         Err(e) => Err(io_fail(&path)(e)),
+    }
+}
+
+/// The sizes a folder's record gives its files (`cur/<name>` -> octets),
+/// empty when there is no readable record. Files are never rewritten, so
+/// a size recorded under a file's current name is its size.
+pub(crate) fn recorded_sizes(dir: &Path) -> HashMap<String, u64> {
+    match read_record(dir) {
+        Ok(Some(r)) => r.msgs.into_iter().map(|m| (m.file, m.size)).collect(),
+        _ => HashMap::new(),
     }
 }
 
@@ -802,31 +914,40 @@ impl Store {
         }
         let lease_name = lease_name(addr, name);
         let start = Instant::now();
-        let mut pause = Duration::from_millis(2);
+        let turn = LocalTurn::take(&self.locks_dir().join(&lease_name).to_string_lossy(), FOLDER_LEASE_WAIT).ok_or(ImapError::Busy)?;
+        // Another node holds it: poll, briefly (it holds it for milliseconds).
+        let mut pause = Duration::from_millis(1);
         let lease = loop {
             match self.take_lease(&lease_name, who, FOLDER_LEASE_TTL) {
                 Ok(l) => break l,
                 Err(LockError::InUse { .. }) if start.elapsed() < FOLDER_LEASE_WAIT => {
                     std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    pause = (pause * 2).min(Duration::from_millis(10));
                 }
                 Err(e) => return Err(e.into()),
             }
         };
         let record = match read_record(dir)? {
             Some(r) => r,
-            None => Record::new(self.new_uidvalidity(dir)),
+            None => Record::new(self.new_uidvalidity(addr)?),
         };
-        Ok(Locked { lease: Some(lease), record, dir: dir.to_path_buf() })
+        Ok(Locked { lease: Some(lease), record, dir: dir.to_path_buf(), _turn: turn })
     }
 
-    /// RFC 3501 2.3.1.1: UIDVALIDITY should be a 32-bit timestamp, larger
-    /// for every new incarnation of a name. The folder's directory time
-    /// (the store's clock) or the local clock, whichever is later.
-    fn new_uidvalidity(&self, dir: &Path) -> u32 {
-        let local = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(1);
-        let dir_t = fs::metadata(dir.join("cur")).ok().map(|m| mtime_secs(&m).max(0) as u64).unwrap_or(0);
-        u32::try_from(local.max(dir_t)).unwrap_or(u32::MAX).max(1)
+    /// RFC 3501 2.3.1.1: a name deleted and created again must get a new
+    /// UIDVALIDITY. A 32-bit timestamp, but always past
+    /// the last one the account gave ([`LAST_UIDVALIDITY`]), so that a
+    /// DELETE and CREATE within a second differ too. Written durably before
+    /// it is used.
+    fn new_uidvalidity(&self, addr: &Address) -> Result<u32, ImapError> {
+        let root = self.maildir_path(addr);
+        let path = root.join(LAST_UIDVALIDITY);
+        let last = fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok()).unwrap_or(0);
+        // A node's clock is enough: the value only has to grow.
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs());
+        let v = u32::try_from(now).unwrap_or(u32::MAX).max(last.saturating_add(1)).max(1);
+        fsutil::write_atomic(&path, format!("{v}\n").as_bytes()).map_err(io_fail(&path))?;
+        Ok(v)
     }
 
     /// Reads a folder: its record and its messages, reconciled under the
@@ -847,8 +968,15 @@ impl Store {
             }
         }
         if let Some(r) = read_record(&dir)? {
+            // The directories are as they were when the record was last
+            // found exact and settled: nothing to look at.
+            let wants_claim = mode.claim_new && r.msgs.iter().any(|m| m.in_new());
+            if !wants_claim && r.settled.is_some() && r.settled == stamp.new.zip(stamp.cur) {
+                return Ok(Some(View::of(&r, Vec::new(), Some(stamp))));
+            }
             let s = scan(&dir, false)?;
             if agrees(&r, &s, mode) {
+                self.settle(f.addr, &name, &dir, who, &r, &stamp);
                 return Ok(Some(View::of(&r, Vec::new(), Some(stamp))));
             }
         }
@@ -856,9 +984,64 @@ impl Store {
         sweep_temporaries(&dir);
         let stamp = Stamp::of(&dir);
         let s = scan(&dir, true)?;
+        let (next, count, known) = (locked.record.uidnext, locked.record.msgs.len(), dir.join(RECORD).exists());
         let claimed = reconcile(&dir, &mut locked.record, s, mode)?;
-        let r = locked.commit()?;
+        // UIDs given out or messages gone: durable; only flags or claims: not.
+        let durable = !known || locked.record.uidnext != next || locked.record.msgs.len() != count;
+        let r = locked.commit_with(durable)?;
         Ok(Some(View::of(&r, claimed, Some(stamp))))
+    }
+
+    /// UIDs expunged from a folder after `modseq` (RFC 7162 3.2.5.2 QRESYNC,
+    /// 3.2.6 VANISHED) as ranges, and whether the history reaches back that
+    /// far. Read from the record: views do not carry the history, which
+    /// would cost every session its size.
+    pub fn imap_vanished(&self, f: FolderRef<'_>, modseq: u64) -> Result<(Vec<(u32, u32)>, bool), ImapError> {
+        let (_, dir) = self.folder_path(f)?;
+        match read_record(&dir)? {
+            Some(r) => Ok(r.vanished_since(modseq)),
+            None => Ok((Vec::new(), modseq == 0)),
+        }
+    }
+
+    /// After a readdir() found the record exact: if the directories had
+    /// not changed for [`STAMP_SETTLE`] by the store's clock before their
+    /// stamps were taken, remember the stamps in the record, so that the
+    /// next readers skip the readdir() while they hold. Any later change
+    /// of a directory happens after that quiet time and so changes its
+    /// stamp. Best effort: a busy folder or a failure only means the next
+    /// reader looks again.
+    fn settle(&self, addr: &Address, name: &str, dir: &Path, who: Claimant<'_>, seen: &Record, stamp: &Stamp) {
+        let (Some(n), Some(c)) = (stamp.new, stamp.cur) else { return };
+        let Ok(now) = self.now(who.node) else { return };
+        let quiet = |st: &fsutil::FileStamp| {
+            let (secs, nanos) = st.mtime();
+            let t = UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos.clamp(0, 999_999_999) as u32);
+            now.duration_since(t).is_ok_and(|age| age > STAMP_SETTLE)
+        };
+        if !quiet(&n) || !quiet(&c) {
+            return;
+        }
+        // Only if no one else holds the folder now: never wait for this.
+        let Some(turn) = LocalTurn::take(&self.locks_dir().join(lease_name(addr, name)).to_string_lossy(), Duration::ZERO) else { return };
+        let Ok(lease) = self.take_lease(&lease_name(addr, name), who, FOLDER_LEASE_TTL) else { return };
+        let mut locked = Locked { lease: Some(lease), record: match read_record(dir) {
+            Ok(Some(r)) => r,
+            _ => return,
+        }, dir: dir.to_path_buf(), _turn: turn };
+        let again = Stamp::of(dir);
+        if again.new != Some(n) || again.cur != Some(c) || locked.record.msgs != seen.msgs || locked.record.uidnext != seen.uidnext {
+            return;
+        }
+        let path = dir.join(RECORD);
+        if let Some(l) = &locked.lease {
+            if !l.still_held() {
+                return;
+            }
+        }
+        locked.record.settled = Some((n, c));
+        // Not fsynced: losing it only costs the next reader a readdir().
+        let _ = fsutil::write_atomic_nosync(&path, &locked.record.encode());
     }
 
     /// The stamp of a folder now (for IDLE watchers).
@@ -966,10 +1149,9 @@ impl Store {
             changed.push(uid);
             dirs_touched = true;
         }
-        if dirs_touched {
-            sync_dirs(&dir)?;
-        }
-        let r = if changed.is_empty() && keywords.is_empty() { locked.record.clone() } else { locked.commit()? };
+        // Flag changes are not fsynced (see `Locked::commit_with`).
+        let _ = dirs_touched;
+        let r = if changed.is_empty() && keywords.is_empty() { locked.record.clone() } else { locked.commit_with(false)? };
         Ok(StoreOutcome { view: View::of(&r, Vec::new(), None), changed, failed })
     }
 
@@ -1148,8 +1330,7 @@ impl Store {
             if dir.join("cur").is_dir() {
                 continue;
             }
-            make_folder(&dir)?;
-            fsutil::write_atomic(&dir.join(SPECIAL_USE), format!("{use_}\n").as_bytes()).map_err(io_fail(&dir))?;
+            make_folder(&dir, Some(use_))?;
             made = true;
         }
         if made {
@@ -1225,13 +1406,10 @@ impl Store {
         if folders.len() + parents.len() + 1 > MAX_FOLDERS {
             return Err(ImapError::TooManyFolders);
         }
-        for p in parents.iter().chain(std::iter::once(&name)) {
-            make_folder(&folder_dir(&root, p)?)?;
+        for p in &parents {
+            make_folder(&folder_dir(&root, p)?, None)?;
         }
-        if let Some(u) = special_use {
-            let dir = folder_dir(&root, &name)?;
-            fsutil::write_atomic(&dir.join(SPECIAL_USE), format!("{u}\n").as_bytes()).map_err(io_fail(&dir))?;
-        }
+        make_folder(&folder_dir(&root, &name)?, special_use)?;
         fsutil::sync_dir(&root).map_err(io_fail(&root))?;
         Ok(())
     }
@@ -1307,7 +1485,7 @@ impl Store {
             }
             acc.push_str(l);
             if acc != "INBOX" && !folders.iter().any(|f| f.name == acc) {
-                make_folder(&folder_dir(&root, &acc)?)?;
+                make_folder(&folder_dir(&root, &acc)?, None)?;
             }
         }
         let prefix = format!("{from}{DELIMITER}");
@@ -1397,12 +1575,38 @@ fn sweep_temporaries(dir: &Path) {
 /// The prefix of a folder directory being deleted.
 pub const DELETING_PREFIX: &str = "deleting.";
 
-fn make_folder(dir: &Path) -> Result<(), ImapError> {
+/// Makes a folder's directory under an existing Maildir, with its
+/// SPECIAL-USE attribute. `cur/` comes last: a directory is a folder once
+/// it has one (`imap_folders`), so a crash leaves a folder whole or a
+/// directory no one lists. One fsync of the file and of the folder's
+/// directory; the caller fsyncs the Maildir once for all it made (on NFS
+/// each fsync is a round trip to the storage host).
+fn make_folder(dir: &Path, special_use: Option<&str>) -> Result<(), ImapError> {
+    match fsutil::create_private_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_fail(dir)(e)),
+    }
+    if let Some(u) = special_use {
+        let path = dir.join(SPECIAL_USE);
+        let write = || -> io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(fsutil::FILE_MODE).open(&path)?;
+            f.write_all(format!("{u}\n").as_bytes())?;
+            f.sync_all()
+        };
+        write().map_err(io_fail(&path))?;
+    }
     for sub in ["tmp", "new", "cur"] {
         let d = dir.join(sub);
-        fsutil::create_dir_durable(&d).map_err(io_fail(&d))?;
+        match fsutil::create_private_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_fail(&d)(e)),
+        }
     }
-    Ok(())
+    fsutil::sync_dir(dir).map_err(io_fail(dir))
 }
 
 fn set_mtime(path: &Path, unix: i64) -> io::Result<()> {

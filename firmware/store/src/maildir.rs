@@ -81,9 +81,12 @@ impl Store {
         Ok(md)
     }
 
-    /// The messages in a mailbox, oldest first.
+    /// The messages in a mailbox, oldest first. Sizes come from INBOX's
+    /// IMAP record where it names the file as it is now (no stat() per
+    /// message: POP3's time to STAT), from the file otherwise.
     pub fn list_messages(&self, addr: &Address) -> Result<Vec<MessageEntry>, StoreError> {
         let md = self.maildir_path(addr);
+        let known = crate::imap::recorded_sizes(&md);
         let mut out = Vec::new();
         for sub in ["new", "cur"] {
             let dir = md.join(sub);
@@ -99,6 +102,11 @@ impl Store {
                 if name.starts_with('.') {
                     continue;
                 }
+                let uid = name.split(':').next().unwrap_or(name).to_string();
+                if let Some(&size) = known.get(&format!("{sub}/{name}")) {
+                    out.push(MessageEntry { uid, path: e.path(), size });
+                    continue;
+                }
                 let meta = match e.metadata() {
                     Ok(m) => m,
                     // Deleted by a session on another node between readdir
@@ -111,7 +119,6 @@ impl Store {
                 }
                 // The part before Maildir's ":2,flags" info is the unique
                 // name, the same on every node and in every session.
-                let uid = name.split(':').next().unwrap_or(name).to_string();
                 out.push(MessageEntry { uid, path: e.path(), size: meta.len() });
             }
         }

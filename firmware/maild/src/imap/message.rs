@@ -65,12 +65,15 @@ impl Drop for Parsed<'_> {
 /// the first empty line).
 ///
 /// mail-parser decodes a base64 or quoted-printable message/rfc822 part
-/// (RFC 2046 5.2.1 forbids the encoding; some clients use it) and copies
-/// the embedded tree recursively, one stack frame chain per nesting level
-/// inside it: hostile input there would overflow the stack and abort the
-/// process. Such a message is parsed on a thread whose stack fits the
-/// deepest nesting its size allows, or not parsed (no structure) when that
-/// stack would be too large. See `parse_plan`.
+/// (RFC 2046 5.2.1 forbids the encoding; some clients use it anyway) and
+/// then copies the embedded tree recursively: one chain of stack frames
+/// and one copy of the decoded bytes per nesting level inside it. Hostile
+/// input there would overflow the stack (aborting the process) or exhaust
+/// memory. A message that may hold such a part is parsed inline when what
+/// follows that part's header is small, on a thread with a stack that
+/// fits the deepest nesting its size allows when that is affordable, and
+/// otherwise not at all: it is then shown without structure (one
+/// text/plain part), still byte for byte. See `parse_plan`.
 pub fn parse(raw: &[u8]) -> Parsed<'_> {
     let run = || MessageParser::default().parse(raw).filter(|m| !m.parts.is_empty());
     let msg = match parse_plan(raw) {
@@ -96,10 +99,10 @@ const PARSER_STACK_PER_LEVEL: usize = 2 * 1024;
 const INLINE_PARSE_LEVELS: usize = 64;
 /// The stack a parse thread gets on top of the per-level stack.
 const PARSE_THREAD_BASE_STACK: usize = 1024 * 1024;
-/// The largest stack a parse thread may reserve (reserved, not touched
-/// unless the nesting is there); a message that would need more is shown
-/// without structure.
-pub const MAX_PARSE_STACK: usize = 512 * 1024 * 1024;
+/// The most bytes mail-parser's per-level copies of decoded content may
+/// add up to (levels times decoded size, at worst) for a message to be
+/// parsed; past it the message is shown without structure.
+pub const MAX_PARSE_COPY_BYTES: usize = 256 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ParsePlan {
@@ -109,19 +112,19 @@ enum ParsePlan {
 }
 
 /// How to parse `raw`: inline unless an encoded message part may be in it
-/// (see `first_encoded_message`), whose decoded content can nest at most
-/// one level per `MIN_NESTED_MESSAGE_BYTES` of what follows its header.
+/// (see `first_encoded_message`), whose decoded content is at most what
+/// follows its header and nests at most one level per
+/// `MIN_NESTED_MESSAGE_BYTES` of it.
 fn parse_plan(raw: &[u8]) -> ParsePlan {
     let Some(start) = first_encoded_message(raw) else { return ParsePlan::Inline };
-    let levels = (raw.len() - start) / MIN_NESTED_MESSAGE_BYTES + 1;
+    let tail = raw.len() - start;
+    let levels = tail / MIN_NESTED_MESSAGE_BYTES + 1;
     if levels <= INLINE_PARSE_LEVELS {
-        return ParsePlan::Inline;
-    }
-    let stack = levels.saturating_mul(PARSER_STACK_PER_LEVEL).saturating_add(PARSE_THREAD_BASE_STACK);
-    if stack > MAX_PARSE_STACK {
-        ParsePlan::Unstructured
+        ParsePlan::Inline
+    } else if levels.saturating_mul(tail) <= MAX_PARSE_COPY_BYTES {
+        ParsePlan::Thread(levels * PARSER_STACK_PER_LEVEL + PARSE_THREAD_BASE_STACK)
     } else {
-        ParsePlan::Thread(stack)
+        ParsePlan::Unstructured
     }
 }
 
@@ -466,7 +469,12 @@ impl<'a> Parsed<'a> {
     pub fn envelope(&self, out: &mut Vec<u8>) {
         match self.top() {
             Some(l) => envelope_of(l.raw, l.root(), out),
-            None => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
+            // No structure (see `parse`): the header alone is still read;
+            // the parser's header-only mode nests nothing.
+            None => match MessageParser::default().parse_headers(self.raw) {
+                Some(m) if !m.parts.is_empty() => envelope_of(self.raw, &m.parts[0], out),
+                _ => out.extend_from_slice(b"(NIL NIL NIL NIL NIL NIL NIL NIL NIL NIL)"),
+            },
         }
     }
 

@@ -26,7 +26,8 @@ impl std::fmt::Write for Buf<'_> {
 /// too long; RFC 3501 9 QUOTED-CHAR with `\` before `"` and `\`), a
 /// literal otherwise.
 pub fn string(out: &mut Vec<u8>, s: &[u8]) {
-    if s.len() <= MAX_QUOTED && !s.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+    // RFC 3501 9: QUOTED-CHAR is a 7-bit CHAR other than CR and LF.
+    if s.len() <= MAX_QUOTED && s.iter().all(|&b| b != b'\r' && b != b'\n' && b != 0 && b < 0x80) {
         out.push(b'"');
         for &b in s {
             if b == b'"' || b == b'\\' {
@@ -151,7 +152,13 @@ pub fn ranges(r: &[(u32, u32)]) -> String {
 /// A mailbox name as sent in LIST, STATUS and the like: quoted (names
 /// hold no CR, LF or NUL: `store::imap::normalize_name`).
 pub fn mailbox(out: &mut Vec<u8>, name: &str) {
-    string(out, name.as_bytes());
+    if name.is_ascii() {
+        string(out, name.as_bytes());
+    } else {
+        // RFC 3501 9: QUOTED-CHAR is 7-bit; a name some other tool gave
+        // the directory goes as a literal.
+        literal(out, name.as_bytes());
+    }
 }
 
 #[cfg(test)]

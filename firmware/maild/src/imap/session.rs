@@ -41,6 +41,9 @@ const FETCH_PIECE: usize = 64 * 1024;
 /// While idling, the folder is also looked at this often, whatever the
 /// watcher says (a safety net, not the notification path).
 const IDLE_RECHECK: Duration = Duration::from_secs(30);
+/// Buffer reserved ahead for a message read (its recorded size, at most
+/// this: a record is not trusted to size allocations).
+const MAX_PREALLOC: u64 = 1024 * 1024;
 /// Messages a SEARCH reads to match header or body keys; past it the
 /// search fails with NO [LIMIT] rather than keep a slot busy for minutes.
 const MAX_SEARCH_READS: usize = 200_000;
@@ -55,12 +58,19 @@ enum State {
 /// A message as this session knows it: its sequence number is its index
 /// + 1. Expunges seen while they may not be announced are kept (`gone`)
 /// until a command that allows EXPUNGE responses (RFC 3501 7.4.1).
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 struct SMsg {
-    msg: Msg,
+    uid: u32,
+    modseq: u64,
     flags: Flags,
     recent: bool,
     gone: bool,
+}
+
+impl SMsg {
+    fn of(m: &Msg, recent: bool) -> SMsg {
+        SMsg { uid: m.uid, modseq: m.modseq, flags: m.flags(), recent, gone: false }
+    }
 }
 
 struct Selected {
@@ -71,15 +81,24 @@ struct Selected {
     /// The message count the client was last told (EXISTS, less the
     /// EXPUNGEs sent since).
     known: usize,
+    /// The store's record of messages expunged elsewhere that the client
+    /// has not been told of yet (by UID): FETCH still answers for them.
+    gone: Vec<Msg>,
 }
 
 impl Selected {
+    /// The stored message behind a sequence entry, also one expunged
+    /// elsewhere and not announced yet.
+    fn msg_of(&self, uid: u32) -> Option<&Msg> {
+        self.view.by_uid(uid).or_else(|| self.gone.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| &self.gone[i]))
+    }
+
     fn max_uid(&self) -> u32 {
-        self.msgs.last().map_or(0, |m| m.msg.uid)
+        self.msgs.last().map_or(0, |m| m.uid)
     }
 
     fn index_of_uid(&self, uid: u32) -> Option<usize> {
-        self.msgs.binary_search_by_key(&uid, |m| m.msg.uid).ok()
+        self.msgs.binary_search_by_key(&uid, |m| m.uid).ok()
     }
 
     /// Indexes of the messages a sequence set names, ascending. Sequence
@@ -97,8 +116,8 @@ impl Selected {
                     SeqNum::Last => last,
                 };
                 let (lo, hi) = (v(a).min(v(b)), v(a).max(v(b)));
-                let start = self.msgs.partition_point(|m| m.msg.uid < lo);
-                let end = self.msgs.partition_point(|m| m.msg.uid <= hi);
+                let start = self.msgs.partition_point(|m| m.uid < lo);
+                let end = self.msgs.partition_point(|m| m.uid <= hi);
                 out.extend(start..end);
             } else {
                 let v = |s: SeqNum| match s {
@@ -599,11 +618,9 @@ impl Session {
     async fn login_failed(&mut self, done: Done) -> Result<(Done, Flow), ConnError> {
         self.auth_failures += 1;
         if self.auth_failures >= self.shared.config.limits.max_auth_failures {
-            let line = match &done {
-                Done::No(t) | Done::Ok(t) | Done::Bad(t) => t.clone(),
-                Done::Sent => String::new(),
-            };
-            return Ok((Done::No(line), Flow::Close));
+            // RFC 3501 7.1.5: BYE before the server closes.
+            self.untagged("BYE too many failed logins").await?;
+            return Ok((done, Flow::Close));
         }
         Ok((done, Flow::Continue))
     }
@@ -616,7 +633,9 @@ impl Session {
             AuthOutcome::Accepted(u) => u,
             // RFC 5530 3: AUTHENTICATIONFAILED, UNAVAILABLE.
             AuthOutcome::Rejected => return self.login_failed(no("[AUTHENTICATIONFAILED] authentication failed")).await,
-            AuthOutcome::TryLater(why) => return self.login_failed(no(format!("[UNAVAILABLE] {why}"))).await,
+            // Not the client's fault (too many logins at once, the store
+            // slow): not counted against the session.
+            AuthOutcome::TryLater(why) => return Ok((no(format!("[UNAVAILABLE] {why}")), Flow::Continue)),
         };
         let store = self.shared.store.clone();
         let u = user.clone();
@@ -626,7 +645,10 @@ impl Session {
                 tracing::error!(user = %user, error = %e, "cannot prepare the IMAP folders");
                 return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue));
             }
-            Err(_) => return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue)),
+            Err(e) => {
+                tracing::error!(user = %user, error = %e, "the store did not prepare the IMAP folders in time");
+                return Ok((no("[UNAVAILABLE] cannot open the mailbox, try again later"), Flow::Continue));
+            }
         }
         tracing::info!(peer = %self.peer, user = %user, "IMAP login");
         self.state = State::Authenticated(user);
@@ -655,6 +677,21 @@ impl Session {
                 Err(e) => Err(ImapError::Store(store::StoreError::Unanswered(e))),
             }
         }
+    }
+
+    /// A stored message's bytes (`None` once it is gone).
+    fn read_message(&self, folder: String, m: Msg) -> impl std::future::Future<Output = Result<Option<Vec<u8>>, ImapError>> + Send + 'static {
+        self.store_call(move |s, u, _| {
+            use std::io::Read;
+            match s.imap_open(FolderRef { addr: u, name: &folder }, &m)? {
+                Some(mut f) => {
+                    let mut v = Vec::with_capacity(m.size.min(MAX_PREALLOC) as usize);
+                    f.read_to_end(&mut v).map_err(|e| ImapError::Store(store::StoreError::Io { path: std::path::PathBuf::from(&m.file), source: e }))?;
+                    Ok(Some(v))
+                }
+                None => Ok(None),
+            }
+        })
     }
 
     fn poke(&self, folder: &str) {
@@ -701,7 +738,7 @@ impl Session {
             Err(ImapError::NoFolder) | Err(ImapError::BadName(_)) => return Ok(no("[NONEXISTENT] no such mailbox")),
             Err(e) => return Ok(self.store_failure(e)),
         };
-        let msgs: Vec<SMsg> = view.msgs.iter().map(|m| SMsg { msg: m.clone(), flags: m.flags(), recent: view.claimed.binary_search(&m.uid).is_ok(), gone: false }).collect();
+        let msgs: Vec<SMsg> = view.msgs.iter().map(|m| SMsg::of(m, view.claimed.binary_search(&m.uid).is_ok())).collect();
         let mut out = String::new();
         // RFC 3501 6.3.1: the required untagged responses.
         let _ = write!(out, "* FLAGS {}\r\n", respond::folder_flags(&view));
@@ -729,7 +766,7 @@ impl Session {
         let _ = write!(out, "* OK [HIGHESTMODSEQ {}] highest modseq\r\n", view.highestmodseq);
         self.send(out.as_bytes()).await?;
         let known = msgs.len();
-        let mut sel = Selected { name: norm, read_only, view, msgs, known };
+        let mut sel = Selected { name: norm, read_only, view, msgs, known, gone: Vec::new() };
         if let Some(q) = params.qresync {
             if q.uid_validity == sel.view.uidvalidity {
                 self.qresync_report(&mut sel, q.mod_seq, q.known_uids.as_ref()).await?;
@@ -746,7 +783,9 @@ impl Session {
     /// RFC 7162 3.2.5.2: what changed since `modseq`: VANISHED (EARLIER)
     /// for expunged UIDs, then FETCH for changed messages.
     async fn qresync_report(&mut self, sel: &mut Selected, modseq: u64, known: Option<&SequenceSet>) -> Result<(), ConnError> {
-        let (ranges, complete) = sel.view.vanished_since(modseq);
+        let name = sel.name.clone();
+        // Unreadable history: as if it did not reach back.
+        let (ranges, complete) = self.store_call(move |s, u, _| s.imap_vanished(FolderRef { addr: u, name: &name }, modseq)).await.unwrap_or((Vec::new(), false));
         let mut gone: Vec<u32> = Vec::new();
         let known_has = |uid: u32| known.map_or(true, |k| k.0.iter().any(|&(a, b)| {
             let v = |s: SeqNum| match s {
@@ -785,10 +824,10 @@ impl Session {
         }
         let mut out = Vec::new();
         for (i, m) in sel.msgs.iter().enumerate() {
-            if m.msg.modseq > modseq {
-                let _ = write!(Out(&mut out), "* {} FETCH (UID {} FLAGS ", i + 1, m.msg.uid);
+            if m.modseq > modseq {
+                let _ = write!(Out(&mut out), "* {} FETCH (UID {} FLAGS ", i + 1, m.uid);
                 respond::flags(&mut out, m.flags, &sel.view, m.recent);
-                let _ = write!(Out(&mut out), " MODSEQ ({}))\r\n", m.msg.modseq);
+                let _ = write!(Out(&mut out), " MODSEQ ({}))\r\n", m.modseq);
                 if out.len() > FETCH_PIECE {
                     self.send(&out).await?;
                     out.clear();
@@ -935,6 +974,20 @@ impl Session {
                 }
             }
         }
+        // LSUB: the levels above subscribed names, for RFC 3501 6.3.9's
+        // `%` rule below.
+        if lsub {
+            for s in &subs {
+                let mut at = 0;
+                while let Some(i) = s[at..].find('/') {
+                    let parent = &s[..at + i];
+                    if !names.iter().any(|(n, _, _)| n == parent) {
+                        names.push((parent.to_string(), None, folders.iter().any(|f| f.name == parent)));
+                    }
+                    at += i + 1;
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut status_for = Vec::new();
         for (name, use_, exists) in &names {
@@ -946,7 +999,10 @@ impl Session {
             // RFC 5258 3.5: with RECURSIVEMATCH, a parent that is not
             // subscribed is listed with CHILDINFO when a child is.
             let childinfo = select.subscribed && select.recursive_match && !subscribed && sub_child && listed;
-            if !listed || (select.subscribed || lsub) && !subscribed && !childinfo {
+            // RFC 3501 6.3.9: when `%` stops above a subscribed name, LSUB
+            // lists the unsubscribed level it stopped at, as \Noselect.
+            let lsub_parent = lsub && !subscribed && listed && subs.iter().any(|s| s.starts_with(&prefix) && !matches(s));
+            if !listed || (select.subscribed || lsub) && !subscribed && !childinfo && !lsub_parent {
                 continue;
             }
             if select.special_use && use_.is_none() {
@@ -956,7 +1012,7 @@ impl Session {
             if !exists {
                 attrs.push(if lsub { "\\Noselect" } else { "\\NonExistent" });
             }
-            if childinfo && lsub {
+            if lsub_parent {
                 attrs.push("\\Noselect");
             }
             if !lsub {
@@ -1269,28 +1325,34 @@ impl Session {
         if let Some(view) = view {
             let old_max = sel.max_uid();
             for sm in sel.msgs.iter_mut() {
-                match view.by_uid(sm.msg.uid) {
-                    None => sm.gone = true,
+                match view.by_uid(sm.uid) {
+                    None => {
+                        if !sm.gone {
+                            sm.gone = true;
+                            if let Some(m) = sel.view.by_uid(sm.uid) {
+                                sel.gone.push(m.clone());
+                            }
+                        }
+                    }
                     Some(m) => {
                         let nf = m.flags();
-                        if nf != sm.flags || m.modseq != sm.msg.modseq {
-                            if nf != sm.flags && !quiet.contains(&m.uid) {
-                                changed_seqs.push(m.uid);
-                            }
-                            sm.flags = nf;
+                        if nf != sm.flags && !quiet.contains(&m.uid) {
+                            changed_seqs.push(m.uid);
                         }
-                        sm.msg = m.clone();
+                        sm.flags = nf;
+                        sm.modseq = m.modseq;
                     }
                 }
             }
+            sel.gone.sort_by_key(|m| m.uid);
             for m in view.msgs.iter().filter(|m| m.uid > old_max) {
-                sel.msgs.push(SMsg { msg: m.clone(), flags: m.flags(), recent: view.claimed.binary_search(&m.uid).is_ok(), gone: false });
+                sel.msgs.push(SMsg::of(m, view.claimed.binary_search(&m.uid).is_ok()));
             }
             sel.view = view;
         }
         if allow_expunge && sel.msgs.iter().any(|m| m.gone) {
             if qresync {
-                let gone: Vec<u32> = sel.msgs.iter().filter(|m| m.gone).map(|m| m.msg.uid).collect();
+                let gone: Vec<u32> = sel.msgs.iter().filter(|m| m.gone).map(|m| m.uid).collect();
                 let _ = write!(Out(&mut out), "* VANISHED {}\r\n", respond::sequence_set(&gone));
             } else {
                 for i in (0..sel.msgs.len()).rev() {
@@ -1301,6 +1363,7 @@ impl Session {
             }
             let before = sel.msgs.len();
             sel.msgs.retain(|m| !m.gone);
+            sel.gone.clear();
             sel.known = sel.known.saturating_sub(before - sel.msgs.len());
         }
         // EXISTS whenever the count the client knows changed.
@@ -1315,7 +1378,7 @@ impl Session {
                 let _ = write!(Out(&mut out), "* {} FETCH (UID {} FLAGS ", i + 1, uid);
                 respond::flags(&mut out, sm.flags, &sel.view, sm.recent);
                 if condstore {
-                    let _ = write!(Out(&mut out), " MODSEQ ({})", sm.msg.modseq);
+                    let _ = write!(Out(&mut out), " MODSEQ ({})", sm.modseq);
                 }
                 out.extend_from_slice(b")\r\n");
             }
@@ -1371,7 +1434,7 @@ impl Session {
         let name = sel.name.clone();
         let only: Option<Vec<u32>> = match &set {
             Some(s) => match sel.resolve(s, true) {
-                Ok(ix) => Some(ix.into_iter().map(|i| sel.msgs[i].msg.uid).collect()),
+                Ok(ix) => Some(ix.into_iter().map(|i| sel.msgs[i].uid).collect()),
                 Err(e) => return Ok((bad(e), c)),
             },
             None => None,
@@ -1411,8 +1474,12 @@ impl Session {
         };
         if modifiers.vanished {
             let since = modifiers.changed_since.unwrap_or(0);
-            let (ranges, _) = sel.view.vanished_since(since);
             let last = sel.max_uid();
+            let name = sel.name.clone();
+            let ranges = match self.store_call(move |s, u, _| s.imap_vanished(FolderRef { addr: u, name: &name }, since)).await {
+                Ok((r, _)) => r,
+                Err(e) => return Ok((self.store_failure(e), c)),
+            };
             let mut gone = Vec::new();
             for (a, b) in ranges {
                 for u in a..=b.min(a.saturating_add(1_000_000)) {
@@ -1427,13 +1494,13 @@ impl Session {
         }
         let sel = self.sel().expect("selected");
         let ix: Vec<usize> = match modifiers.changed_since {
-            Some(since) => ix.into_iter().filter(|&i| sel.msgs[i].msg.modseq > since).collect(),
+            Some(since) => ix.into_iter().filter(|&i| sel.msgs[i].modseq > since).collect(),
             None => ix,
         };
         // RFC 3501 6.4.5: body items other than .PEEK set \Seen.
         let mut seen_set = Vec::new();
         if fetch::sets_seen(attrs) && !sel.read_only {
-            let uids: Vec<u32> = ix.iter().map(|&i| &sel.msgs[i]).filter(|m| !m.flags.contains(Flags::SEEN) && !m.gone).map(|m| m.msg.uid).collect();
+            let uids: Vec<u32> = ix.iter().map(|&i| &sel.msgs[i]).filter(|m| !m.flags.contains(Flags::SEEN) && !m.gone).map(|m| m.uid).collect();
             if !uids.is_empty() {
                 let name = sel.name.clone();
                 let u2 = uids.clone();
@@ -1450,30 +1517,19 @@ impl Session {
             }
         }
         let needs = fetch::needs_message(attrs);
-        let with_modseq = self.condstore && (modifiers.changed_since.is_some() || attrs.iter().any(|a| matches!(a, FetchAttr::ModSeq)));
+        let condstore = self.condstore;
         let mut out = Vec::new();
         let mut missing = false;
         let mut bad_cte = false;
         for i in ix {
-            let sel = self.sel().expect("selected");
-            let Some(sm) = sel.msgs.get(i).cloned() else { continue };
             let raw = if needs {
-                let name = sel.name.clone();
-                let m = sm.msg.clone();
-                let r = self
-                    .store_call(move |s, u, _| {
-                        use std::io::Read;
-                        match s.imap_open(FolderRef { addr: u, name: &name }, &m)? {
-                            Some(mut f) => {
-                                let mut v = Vec::with_capacity(m.size as usize);
-                                f.read_to_end(&mut v).map_err(|e| ImapError::Store(store::StoreError::Io { path: std::path::PathBuf::new(), source: e }))?;
-                                Ok(Some(v))
-                            }
-                            None => Ok(None),
-                        }
-                    })
-                    .await;
-                match r {
+                let sel = self.sel().expect("selected");
+                let (name, m) = (sel.name.clone(), sel.msgs.get(i).and_then(|sm| sel.msg_of(sm.uid)).cloned());
+                let Some(m) = m else {
+                    missing = true;
+                    continue;
+                };
+                match self.read_message(name, m).await {
                     Ok(Some(v)) => Some(v),
                     Ok(None) => {
                         missing = true;
@@ -1486,16 +1542,23 @@ impl Session {
             };
             let parsed = raw.as_deref().map(message::parse);
             let sel = self.sel().expect("selected");
+            let Some(sm) = sel.msgs.get(i).copied() else { continue };
+            let Some(m) = sel.msg_of(sm.uid) else {
+                missing = true;
+                continue;
+            };
             let item = fetch::Item {
                 seq: i as u32 + 1,
-                msg: &sm.msg,
+                msg: m,
                 flags: sm.flags,
                 recent: sm.recent,
                 view: &sel.view,
                 parsed: parsed.as_ref(),
-                with_uid: uid,
-                with_modseq,
-                with_flags: seen_set.contains(&sm.msg.uid),
+                // RFC 7162 3.2.4: once CONDSTORE is on, UID and MODSEQ in
+                // every untagged FETCH.
+                with_uid: uid || condstore,
+                with_modseq: condstore,
+                with_flags: seen_set.contains(&sm.uid),
             };
             if fetch::write(&mut out, attrs, &item).is_err() {
                 bad_cte = true;
@@ -1538,7 +1601,7 @@ impl Session {
             Ok(v) => v,
             Err(d) => return Ok((d, c)),
         };
-        let uids: Vec<u32> = ix.iter().map(|&i| sel.msgs[i].msg.uid).collect();
+        let uids: Vec<u32> = ix.iter().map(|&i| sel.msgs[i].uid).collect();
         let name = sel.name.clone();
         let fmode = match mode {
             StoreMode::Replace => FlagMode::Replace,
@@ -1571,7 +1634,7 @@ impl Session {
                 continue;
             }
             let _ = write!(Out(&mut out), "* {} FETCH (", i + 1);
-            if uid {
+            if uid || condstore {
                 let _ = write!(Out(&mut out), "UID {} ", u);
             }
             if !silent {
@@ -1582,7 +1645,7 @@ impl Session {
                 if !silent {
                     out.push(b' ');
                 }
-                let _ = write!(Out(&mut out), "MODSEQ ({})", sm.msg.modseq);
+                let _ = write!(Out(&mut out), "MODSEQ ({})", sm.modseq);
             }
             out.extend_from_slice(b")\r\n");
         }
@@ -1620,25 +1683,12 @@ impl Session {
         let mut hits: Vec<(u32, u32, u64)> = Vec::new();
         for i in 0..total {
             let sel = self.sel().expect("selected");
-            let sm = sel.msgs[i].clone();
+            let sm = sel.msgs[i];
+            let Some(m) = sel.msg_of(sm.uid).cloned() else { continue };
             let keywords: Vec<String> = sel.view.keyword_names(sm.flags).map(str::to_string).collect();
             let raw = if needs {
                 let name = sel.name.clone();
-                let m = sm.msg.clone();
-                let r = self
-                    .store_call(move |s, u, _| {
-                        use std::io::Read;
-                        match s.imap_open(FolderRef { addr: u, name: &name }, &m)? {
-                            Some(mut f) => {
-                                let mut v = Vec::new();
-                                f.read_to_end(&mut v).map_err(|e| ImapError::Store(store::StoreError::Io { path: std::path::PathBuf::new(), source: e }))?;
-                                Ok(Some(v))
-                            }
-                            None => Ok(None),
-                        }
-                    })
-                    .await;
-                match r {
+                match self.read_message(name, m.clone()).await {
                     Ok(Some(v)) => Some(v),
                     Ok(None) => continue,
                     Err(e) => return Ok((self.store_failure(e), c)),
@@ -1650,7 +1700,7 @@ impl Session {
             let f = sm.flags;
             let meta = search::Meta {
                 seq: i as u32 + 1,
-                uid: sm.msg.uid,
+                uid: sm.uid,
                 seen: f.contains(Flags::SEEN),
                 answered: f.contains(Flags::ANSWERED),
                 flagged: f.contains(Flags::FLAGGED),
@@ -1658,12 +1708,12 @@ impl Session {
                 draft: f.contains(Flags::DRAFT),
                 recent: sm.recent,
                 keywords: &with_forwarded(keywords, f),
-                internal_date: sm.msg.date,
-                size: sm.msg.size,
-                modseq: sm.msg.modseq,
+                internal_date: m.date,
+                size: m.size,
+                modseq: sm.modseq,
             };
             if search::matches(key, &meta, parsed.as_ref(), &bounds) {
-                hits.push((i as u32 + 1, sm.msg.uid, sm.msg.modseq));
+                hits.push((i as u32 + 1, sm.uid, sm.modseq));
             }
         }
         let mut line = String::from("* SEARCH");
@@ -1696,7 +1746,7 @@ impl Session {
             Ok(ix) => ix,
             Err(e) => return Ok((bad(e), c)),
         };
-        let uids: Vec<u32> = ix.iter().map(|&i| sel.msgs[i].msg.uid).collect();
+        let uids: Vec<u32> = ix.iter().map(|&i| sel.msgs[i].uid).collect();
         if uids.is_empty() {
             // RFC 4315 3: no COPYUID when nothing was copied.
             return Ok((ok(if is_move { "MOVE completed" } else { "COPY completed" }), c));

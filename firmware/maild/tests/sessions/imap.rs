@@ -63,6 +63,8 @@ async fn wrong_passwords_are_refused_and_the_session_cut_off() {
     for i in 0..max {
         let r = c.imap_cmd("a", &format!("LOGIN {ALICE} wrong{i}")).await;
         assert_eq!(last(&r), "a NO [AUTHENTICATIONFAILED] authentication failed");
+        // RFC 3501 7.1.5: BYE before the close.
+        assert_eq!(r.len() == 2 && r[0] == "* BYE too many failed logins", i + 1 == max, "{r:?}");
     }
     c.closed().await;
     // SASL: "*" cancels with BAD (RFC 3501 6.2.2), bad base64 is BAD.
@@ -371,7 +373,7 @@ async fn condstore_and_qresync() {
     let hms: u64 = r.iter().find_map(|l| l.strip_prefix("* OK [HIGHESTMODSEQ ")).unwrap().split(']').next().unwrap().parse().unwrap();
     let uv = r.iter().find_map(|l| l.strip_prefix("* OK [UIDVALIDITY ")).unwrap().split(']').next().unwrap().to_string();
     let r = c.imap_cmd("b", &format!("STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Answered)")).await;
-    assert!(r[0].starts_with("* 1 FETCH (FLAGS (\\Answered \\Recent) MODSEQ ("), "{r:?}");
+    assert!(r[0].starts_with("* 1 FETCH (UID 1 FLAGS (\\Answered \\Recent) MODSEQ ("), "{r:?}");
     let r = c.imap_cmd("c", &format!("STORE 1 (UNCHANGEDSINCE {hms}) +FLAGS (\\Seen)")).await;
     assert_eq!(last(&r), "c OK [MODIFIED 1] conditional STORE failed");
     let r = c.imap_cmd("d", &format!("FETCH 1:* (FLAGS) (CHANGEDSINCE {hms})")).await;

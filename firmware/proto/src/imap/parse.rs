@@ -1,6 +1,6 @@
 //! The IMAP command parser (RFC 3501 9, with the extensions mailfort
-//! offers). [`parse_command`] reads one complete command as the framer
-//! ([`super::frame::scan`]) delimits it: its lines with their literals
+//! offers). [`parse_command`] reads one complete command as the daemon's framer
+//! (`maild::imap`) delimits it: its lines with their literals
 //! inline, without the final CRLF. An APPEND is read only up to the
 //! announcement of its message literal (see [`AppendHead`]).
 //!
@@ -108,13 +108,17 @@ fn is_base64_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
 }
 
+/// RFC 3501 9 base64 = *(4base64-char) [base64-terminal];
+/// base64-terminal = (2base64-char "==") / (3base64-char "="), not empty
+/// (an empty response is "=", RFC 4959 3).
+fn is_base64(b: &[u8]) -> bool {
+    let data = b.strip_suffix(b"==").or_else(|| b.strip_suffix(b"=")).unwrap_or(b);
+    !b.is_empty() && b.len() % 4 == 0 && !data.contains(&b'=')
+}
+
 fn ascii_string(b: &[u8]) -> String {
     // Only called on bytes checked to be ASCII.
     b.iter().map(|&c| c as char).collect()
-}
-
-fn utf8_string(b: Vec<u8>) -> R<String> {
-    String::from_utf8(b).map_err(|_| "not UTF-8")
 }
 
 // ---------------------------------------------------------------------------
@@ -189,7 +193,10 @@ impl<'a> P<'a> {
         Ok(w.iter().map(|b| b.to_ascii_uppercase() as char).collect())
     }
 
-    /// RFC 3501 2.2.1, 9 tag.
+    /// RFC 3501 2.2.1, 9 tag. A tag ends at the SP before the command
+    /// (RFC 3501 9 command = tag SP ...) or at the end of the input; one
+    /// that runs into another character is not the client's tag, which is
+    /// not echoed (the server answers `* BAD`).
     fn tag(&mut self) -> R<String> {
         let t = self.take_while(is_tag_char);
         if t.is_empty() {
@@ -197,6 +204,9 @@ impl<'a> P<'a> {
         }
         if t.len() > MAX_TAG {
             return Err("tag too long");
+        }
+        if self.peek().is_some_and(|b| b != b' ') {
+            return Err("bad character in the tag");
         }
         Ok(ascii_string(t))
     }
@@ -500,8 +510,13 @@ impl<'a> P<'a> {
     /// 2DIGIT; zone = ("+" / "-") 4DIGIT.
     fn date_time(&mut self) -> R<DateTime> {
         self.expect(b'"', "expected a date-time")?;
-        self.eat(b' ');
+        // RFC 3501 9 date-day-fixed: the space pads a one-digit day only.
+        let padded = self.eat(b' ');
+        let day_start = self.i;
         let Date { year, month, day } = self.date_text()?;
+        if padded && self.s[day_start..].iter().take_while(|b| b.is_ascii_digit()).count() != 1 {
+            return Err("bad day");
+        }
         self.sp()?;
         let h = self.digits(2)?;
         self.expect(b':', "bad time")?;
@@ -701,10 +716,13 @@ fn authenticate(p: &mut P<'_>) -> R<Command> {
     let mechanism = m.iter().map(|b| b.to_ascii_uppercase() as char).collect();
     let initial = if p.eat(b' ') {
         let r = p.take_while(is_base64_char);
-        if r.is_empty() {
+        if r == b"=" {
+            Some(Vec::new())
+        } else if is_base64(r) {
+            Some(r.to_vec())
+        } else {
             return Err("bad initial response");
         }
-        Some(if r == b"=" { Vec::new() } else { r.to_vec() })
     } else {
         None
     };
@@ -1262,4 +1280,5 @@ fn partial(p: &mut P<'_>) -> R<Option<Partial>> {
     Ok(Some(Partial { origin, length }))
 }
 
-
+#[cfg(test)]
+mod tests;

@@ -48,11 +48,11 @@ fn folder_names_map_to_one_directory_and_back() {
     assert_eq!(folder_dir(root, "Work/2026").unwrap(), root.join(".Work.2026"));
     assert_eq!(folder_dir(root, "v1.2%/x").unwrap(), root.join(".v1%2E2%25.x"));
     assert_eq!(folder_dir(root, "InBox/sub").unwrap(), root.join(".INBOX.sub"));
-    for name in ["Sent", "Work/2026", "v1.2%/x", "&AOQ-rger", "a b/c"] {
+    for name in ["Sent", "Work/2026", "v1.2%/x", "&AOQ-rger", "a b/c", "Caf&AOk-", "R&-D"] {
         let d = folder_dir(root, name).unwrap();
         assert_eq!(name_of_dir(d.file_name().unwrap().to_str().unwrap()).as_deref(), Some(name));
     }
-    for bad in ["", "a//b", "/a", "a/", "x\ny", &"a/".repeat(20)] {
+    for bad in ["", "a//b", "/a", "a/", "x\ny", &"a/".repeat(20), "Caf\u{e9}", "bad&name", "&AOk", "&A-"] {
         assert!(folder_dir(root, bad).is_err(), "{bad:?}");
     }
     for not_folder in [".", "..", ".a..b", ".x%2", ".x%41", ".mailfort-uids.tmp.1.2", "cur"] {
@@ -87,8 +87,22 @@ fn vanished_history_is_bounded_with_a_floor() {
     }
     assert_eq!(r.vanished.len(), MAX_VANISHED_RANGES);
     assert_eq!(r.vanished_floor, 11);
-    let v = View::of(&r, Vec::new(), None);
-    assert!(!v.vanished_since(5).1 && v.vanished_since(11).1);
+    assert!(!r.vanished_since(5).1 && r.vanished_since(11).1);
+}
+
+#[test]
+fn a_name_created_again_gets_a_new_uidvalidity() {
+    let (_d, s, a) = setup();
+    let f = FolderRef { addr: &a, name: "Reborn" };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        s.imap_create(&a, "Reborn", None).unwrap();
+        let v = sync(&s, f);
+        assert!(!seen.contains(&v.uidvalidity), "UIDVALIDITY {} again", v.uidvalidity);
+        seen.push(v.uidvalidity);
+        s.imap_delete(&a, "Reborn").unwrap();
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
 }
 
 #[test]
@@ -146,7 +160,7 @@ fn expunge_never_reuses_a_uid_and_pop3_deletes_are_seen() {
     let (after, gone) = s.imap_expunge(inbox(&a), who(), None).unwrap();
     assert_eq!(gone, vec![3]);
     assert_eq!(after.msgs.len(), 2);
-    let (list, complete) = after.vanished_since(v.highestmodseq);
+    let (list, complete) = s.imap_vanished(inbox(&a), v.highestmodseq).unwrap();
     assert!(complete && list == vec![(3, 3)]);
     deliver(&s, &a, "Subject: 4\r\n\r\nx\r\n");
     let v2 = sync(&s, inbox(&a));
@@ -156,7 +170,7 @@ fn expunge_never_reuses_a_uid_and_pop3_deletes_are_seen() {
     s.delete_messages(&[entries[0].path.as_path()]).unwrap();
     let v3 = sync(&s, inbox(&a));
     assert_eq!(v3.msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2, 4]);
-    assert!(v3.vanished_since(v2.highestmodseq).0.contains(&(1, 1)));
+    assert!(s.imap_vanished(inbox(&a), v2.highestmodseq).unwrap().0.contains(&(1, 1)));
     assert_eq!(v3.uidvalidity, v.uidvalidity);
 }
 
@@ -395,4 +409,37 @@ fn pop3_follows_a_message_renamed_by_imap() {
     s.delete_messages(&[listed[0].path.as_path()]).unwrap();
     assert!(s.list_messages(&a).unwrap().is_empty());
     assert_eq!(s.current_path(&listed[0]), None);
+}
+
+#[test]
+fn a_quiet_folder_is_read_without_readdir_until_it_changes() {
+    let (_d, s, a) = setup();
+    deliver(&s, &a, "Subject: 1\r\n\r\nx\r\n");
+    sync(&s, inbox(&a));
+    let md = s.maildir_path(&a);
+    let rec = || fs::read_to_string(md.join(RECORD)).unwrap();
+    assert!(!rec().lines().any(|l| l.starts_with("S ")), "not settled while fresh");
+    // The directories have been quiet for an hour.
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for sub in ["new", "cur"] {
+        fs::File::open(md.join(sub)).unwrap().set_times(fs::FileTimes::new().set_modified(hour_ago)).unwrap();
+    }
+    sync(&s, inbox(&a));
+    assert!(rec().lines().any(|l| l.starts_with("S ")), "settled after a quiet readdir:\n{}", rec());
+    let v = sync(&s, inbox(&a));
+    assert_eq!(v.msgs.len(), 1);
+    // A delivery changes new/: the next reader looks, and finds it.
+    deliver(&s, &a, "Subject: 2\r\n\r\nx\r\n");
+    let v = sync(&s, inbox(&a));
+    assert_eq!(v.msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(!rec().lines().any(|l| l.starts_with("S ")), "a write clears the settled stamps");
+    // So does a POP3 delete behind the record's back.
+    for sub in ["new", "cur"] {
+        fs::File::open(md.join(sub)).unwrap().set_times(fs::FileTimes::new().set_modified(hour_ago)).unwrap();
+    }
+    sync(&s, inbox(&a));
+    assert!(rec().lines().any(|l| l.starts_with("S ")));
+    let entries = s.list_messages(&a).unwrap();
+    s.delete_messages(&[entries[0].path.as_path()]).unwrap();
+    assert_eq!(sync(&s, inbox(&a)).msgs.iter().map(|m| m.uid).collect::<Vec<_>>(), vec![2]);
 }

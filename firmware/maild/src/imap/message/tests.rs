@@ -695,8 +695,8 @@ fn encoded_deep(levels: usize) -> Vec<u8> {
 #[test]
 fn encoded_deep_nesting_does_not_overflow() {
     // mail-parser's copy of a decoded embedded message recurses per level
-    // (about 1 KiB each): 20 000 levels would overflow any normal stack.
-    let raw = encoded_deep(20_000);
+    // (about 1 KiB each): 2 000 levels overflow a small stack.
+    let raw = encoded_deep(2_000);
     assert!(matches!(parse_plan(&raw), ParsePlan::Thread(_)));
     let t = std::thread::Builder::new()
         .stack_size(256 * 1024)
@@ -711,15 +711,21 @@ fn encoded_deep_nesting_does_not_overflow() {
         })
         .unwrap();
     t.join().unwrap();
-    // Too big for any parse stack: no structure, but no crash either.
-    let levels = MAX_PARSE_STACK / PARSER_STACK_PER_LEVEL + 1;
-    let raw = encoded_deep(levels);
+    // Too big to copy per level: no structure, but no crash either.
+    let raw = encoded_deep(20_000);
     assert_eq!(parse_plan(&raw), ParsePlan::Unstructured);
     let p = parse(&raw);
     assert_eq!(p.header(), b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n");
     let mut out = Vec::new();
     p.body_structure(&mut out, false);
     assert!(out.starts_with(b"(\"text\" \"plain\""));
+    // Its header is still read for ENVELOPE.
+    let mut raw = crlf(&["Subject: big one", "From: a@example.com", "Content-Type: message/rfc822", "Content-Transfer-Encoding: base64", ""]);
+    raw.extend_from_slice(&vec![b'A'; 300_000]);
+    assert_eq!(parse_plan(&raw), ParsePlan::Unstructured);
+    let a = r#"((NIL NIL "a" "example.com"))"#;
+    assert_eq!(envelope(&raw), format!(r#"(NIL "big one" {a} {a} {a} NIL NIL NIL NIL NIL)"#));
+    assert_eq!(section(&raw, &[], SectionText::HeaderFields(vec!["subject".into()])).unwrap(), b"Subject: big one\r\n\r\n");
 }
 
 #[test]
@@ -743,6 +749,7 @@ fn parse_plan_is_inline_for_ordinary_mail() {
     // A small encoded message part is parsed inline, a larger one on a thread.
     assert_eq!(parse_plan(&encoded_deep(1)), ParsePlan::Inline);
     assert!(matches!(parse_plan(&encoded_deep(1000)), ParsePlan::Thread(_)));
+    assert_eq!(parse_plan(&encoded_deep(10_000)), ParsePlan::Unstructured);
 }
 
 #[test]
