@@ -1198,25 +1198,46 @@ impl Store {
             set_mtime(source, d).map_err(io_fail(source))?;
         }
         let meta = fs::metadata(source).map_err(io_fail(source))?;
+        // Linked and made durable before the folder is locked, so that the
+        // folder's other sessions do not wait behind these fsyncs. Only the
+        // system flags are in the name yet: keyword letters are the
+        // record's to give. A reader that finds the file first numbers it;
+        // then it keeps that UID (a crash before the lock leaves a file the
+        // next sync numbers, never a lost or a doubly numbered one).
+        let base = unique_name(who.node);
+        let system = Flags(flags.0 & ((1 << Flags::KEYWORD_SHIFT) - 1));
+        let linked = cur_name(&base, system);
+        let target = dir.join(&linked);
+        fs::hard_link(source, &target).map_err(io_fail(&target))?;
+        let cur = dir.join("cur");
+        fsutil::sync_dir(&cur).map_err(io_fail(&cur))?;
+        fsutil::crash_point("imap:append-after-link");
         let mut locked = self.lock_folder(f.addr, &name, &dir, who)?;
         let r = &mut locked.record;
-        let mut all = flags;
+        let mut all = system;
         for k in keywords {
             if let Some(i) = r.keyword_index(k, true)? {
                 all = all.union(Flags::keyword(i));
             }
         }
-        let base = unique_name(who.node);
         let file = cur_name(&base, all);
-        let target = dir.join(&file);
-        fs::hard_link(source, &target).map_err(io_fail(&target))?;
-        let cur = dir.join("cur");
-        fsutil::sync_dir(&cur).map_err(io_fail(&cur))?;
-        fsutil::crash_point("imap:append-after-link");
-        let uid = r.uidnext;
-        r.uidnext += 1;
+        if file != linked {
+            fs::rename(&target, dir.join(&file)).map_err(io_fail(&target))?;
+        }
         let modseq = r.bump();
-        r.msgs.push(Msg { uid, modseq, size: meta.len(), date: mtime_secs(&meta), file });
+        let uid = match r.msgs.iter_mut().find(|m| m.base() == base) {
+            Some(m) => {
+                m.file = file;
+                m.modseq = modseq;
+                m.uid
+            }
+            None => {
+                let uid = r.uidnext;
+                r.uidnext += 1;
+                r.msgs.push(Msg { uid, modseq, size: meta.len(), date: mtime_secs(&meta), file });
+                uid
+            }
+        };
         let r = locked.commit()?;
         Ok((r.uidvalidity, uid))
     }
