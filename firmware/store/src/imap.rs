@@ -733,14 +733,12 @@ fn reconcile(dir: &Path, r: &mut Record, mut s: Scan, mode: SyncMode) -> Result<
     r.msgs = kept;
     let mut claimed = Vec::new();
     if mode.claim_new {
-        let mut moved_dirs = false;
         for m in r.msgs.iter_mut().filter(|m| m.in_new()) {
             let to = cur_name(m.base(), Flags::default());
             match fs::rename(dir.join(&m.file), dir.join(&to)) {
                 Ok(()) => {
                     m.file = to;
                     claimed.push(m.uid);
-                    moved_dirs = true;
                 }
                 // Removed meanwhile (POP3): the next sync records it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -749,9 +747,14 @@ fn reconcile(dir: &Path, r: &mut Record, mut s: Scan, mode: SyncMode) -> Result<
         }
         // Not fsynced: after a crash a claimed file may be back in new/,
         // which the next sync finds and records again; no UID changes.
-        let _ = moved_dirs;
     }
     Ok(claimed)
+}
+
+fn sorted(uids: &[u32]) -> Vec<u32> {
+    let mut v = uids.to_vec();
+    v.sort_unstable();
+    v
 }
 
 fn sync_dirs(dir: &Path) -> Result<(), ImapError> {
@@ -1108,7 +1111,6 @@ impl Store {
         }
         let mut changed = Vec::new();
         let mut failed = Vec::new();
-        let mut dirs_touched = false;
         for &uid in uids {
             let Ok(i) = r.msgs.binary_search_by_key(&uid, |m| m.uid) else { continue };
             if let Some(since) = unchanged_since {
@@ -1147,10 +1149,8 @@ impl Store {
             m.file = to;
             m.modseq = ms;
             changed.push(uid);
-            dirs_touched = true;
         }
         // Flag changes are not fsynced (see `Locked::commit_with`).
-        let _ = dirs_touched;
         let r = if changed.is_empty() && keywords.is_empty() { locked.record.clone() } else { locked.commit_with(false)? };
         Ok(StoreOutcome { view: View::of(&r, Vec::new(), None), changed, failed })
     }
@@ -1159,9 +1159,17 @@ impl Store {
     /// among `only` when given (RFC 4315 2.1 UID EXPUNGE). Returns the
     /// folder afterwards and the UIDs removed.
     pub fn imap_expunge(&self, f: FolderRef<'_>, who: Claimant<'_>, only: Option<&[u32]>) -> Result<(View, Vec<u32>), ImapError> {
+        let only = only.map(sorted);
+        self.remove_where(f, who, |m| m.flags().contains(Flags::DELETED) && only.as_ref().map_or(true, |o| o.binary_search(&m.uid).is_ok()))
+    }
+
+    /// Removes the messages `doomed` picks, under the folder's lease: the
+    /// files first (a crash then leaves files gone that the next sync
+    /// records as expunged), then the record, durably.
+    fn remove_where(&self, f: FolderRef<'_>, who: Claimant<'_>, doomed: impl Fn(&Msg) -> bool) -> Result<(View, Vec<u32>), ImapError> {
         let (name, dir) = self.folder_path(f)?;
         let mut locked = self.lock_folder(f.addr, &name, &dir, who)?;
-        let doomed: Vec<u32> = locked.record.msgs.iter().filter(|m| m.flags().contains(Flags::DELETED) && only.map_or(true, |o| o.binary_search(&m.uid).is_ok())).map(|m| m.uid).collect();
+        let doomed: Vec<u32> = locked.record.msgs.iter().filter(|m| doomed(m)).map(|m| m.uid).collect();
         if doomed.is_empty() {
             return Ok((View::of(&locked.record, Vec::new(), None), doomed));
         }
@@ -1305,29 +1313,8 @@ impl Store {
     /// of MOVE (RFC 6851 3.3), after the copy. Returns the folder afterwards
     /// and the UIDs removed.
     pub fn imap_remove(&self, f: FolderRef<'_>, who: Claimant<'_>, uids: &[u32]) -> Result<(View, Vec<u32>), ImapError> {
-        let (name, dir) = self.folder_path(f)?;
-        let mut locked = self.lock_folder(f.addr, &name, &dir, who)?;
-        let mut sorted = uids.to_vec();
-        sorted.sort_unstable();
-        let doomed: Vec<u32> = locked.record.msgs.iter().filter(|m| sorted.binary_search(&m.uid).is_ok()).map(|m| m.uid).collect();
-        for m in locked.record.msgs.iter().filter(|m| doomed.binary_search(&m.uid).is_ok()) {
-            let p = dir.join(&m.file);
-            match fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_fail(&p)(e)),
-            }
-        }
-        if doomed.is_empty() {
-            return Ok((View::of(&locked.record, Vec::new(), None), doomed));
-        }
-        sync_dirs(&dir)?;
-        let r = &mut locked.record;
-        r.msgs.retain(|m| doomed.binary_search(&m.uid).is_err());
-        let ms = r.bump();
-        r.note_vanished(ms, doomed.clone());
-        let r = locked.commit()?;
-        Ok((View::of(&r, Vec::new(), None), doomed))
+        let uids = sorted(uids);
+        self.remove_where(f, who, |m| uids.binary_search(&m.uid).is_ok())
     }
 
     // -----------------------------------------------------------------------

@@ -608,9 +608,9 @@ impl Session {
                 let (u, p) = plain_credentials(&response);
                 self.login(&u, &p).await
             }
-            Command::Enable(_) | Command::Select { .. } | Command::Examine { .. } | Command::Create { .. } | Command::Delete(_) | Command::Rename { .. } | Command::Subscribe(_) | Command::Unsubscribe(_) | Command::List { .. } | Command::Lsub { .. } | Command::Namespace | Command::Status { .. } | Command::Append { .. } | Command::Idle => {
-                Ok((bad("log in first"), c))
-            }
+            // A non-synchronizing APPEND literal is on its way and cannot
+            // be told from commands: refuse and close (RFC 7888 4).
+            Command::Append { head, .. } if head.non_sync => Ok((bad("log in first"), Flow::Close)),
             _ => Ok((bad("log in first"), c)),
         }
     }

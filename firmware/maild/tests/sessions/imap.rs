@@ -41,6 +41,9 @@ async fn capabilities_follow_the_state_and_tls() {
         let r = c.imap_cmd("d", cmd).await;
         assert!(last(&r).starts_with("d BAD "), "{cmd}: {r:?}");
     }
+    // An APPEND before login: a synchronizing literal is never asked for.
+    c.send(b"f APPEND INBOX {5}\r\n").await;
+    assert_eq!(c.line().await, "f BAD log in first");
     let r = c.imap_cmd("e", "LOGOUT").await;
     assert_eq!(r, vec!["* BYE logging out".to_string(), "e OK LOGOUT completed".to_string()]);
     c.ended().await;
