@@ -264,26 +264,6 @@ impl SessionOut {
     }
 }
 
-/// xorshift64*, per session.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-}
-
 fn source(a_target: &str, per_net: usize, i: usize) -> Option<Ipv4Addr> {
     (per_net > 0 && is_loopback_v4(a_target)).then(|| spread_source(i, per_net))
 }
@@ -391,7 +371,7 @@ async fn one(
     mb: &mut Mbox,
     own: &mut Vec<u32>,
     flag_on: &mut bool,
-    rng: &mut Rng,
+    rng: &mut crate::msg::Rng,
     ctx: &Ctx,
     out: &mut SessionOut,
 ) -> Result<()> {
@@ -690,7 +670,7 @@ async fn session(
         }
     };
     let total: u32 = mix.iter().map(|(_, w)| w).sum();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((idx as u64 + 1) * 0x1000_0000_01b3));
+    let mut rng = crate::msg::Rng::new(0x9e37_79b9_7f4a_7c15 ^ ((idx as u64 + 1) * 0x1000_0000_01b3));
     let mut own = Vec::new();
     let mut flag_on = true;
     loop {

@@ -39,14 +39,15 @@ impl Fnv1a {
     }
 }
 
-/// Small deterministic PRNG (xorshift64*), enough to make bodies differ.
-struct Rng(u64);
+/// Small deterministic PRNG (xorshift64*), enough to make bodies differ
+/// and to pick commands.
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed | 1)
     }
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -54,8 +55,13 @@ impl Rng {
         self.0 = x;
         x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+    /// In 0..n (0 for n = 0).
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
     }
 }
 
